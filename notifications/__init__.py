@@ -1,0 +1,1 @@
+"""Outbox, email and SMS senders, message templates, the support directory."""

@@ -1,0 +1,163 @@
+"""Email: rendering (Jinja2, text + HTML, localised), building the MIME message, and the senders.
+
+``SmtpSender`` keeps ``concurrency`` SMTP connections open for one drain and feeds them from a queue;
+``DevMailboxSender`` stores the message in the development mailbox instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import email.utils
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.parser import BytesParser
+from typing import Any
+
+import aiosmtplib
+from jinja2 import PackageLoader
+from sqlalchemy.orm import Session, sessionmaker
+
+from notifications.models import DevMailboxMessage
+from notifications.outbox import ClaimedMessage
+from onboarding.clock import utcnow
+from onboarding.db import transaction
+from onboarding.i18n import make_environment, use_language
+from onboarding.settings import Settings
+
+_templates = make_environment(PackageLoader("notifications", "templates/email"))
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+def render_email(template: str, language: str, context: dict[str, Any]) -> RenderedEmail:
+    """Render ``{template}.subject.txt``, ``.txt`` and ``.html`` in ``language``."""
+    with use_language(language):
+        subject = _templates.get_template(f"{template}.subject.txt").render(context)
+        text = _templates.get_template(f"{template}.txt").render(context)
+        html = _templates.get_template(f"{template}.html").render(context)
+    return RenderedEmail(subject=" ".join(subject.split()), text=text, html=html)
+
+
+def build_email(settings: Settings, *, to: str, rendered: RenderedEmail, language: str) -> bytes:
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = settings.mail_from
+    message["To"] = to
+    message["Subject"] = rendered.subject
+    message["Date"] = email.utils.formatdate(usegmt=True)
+    message["Message-ID"] = email.utils.make_msgid(domain=settings.brand_mail_domain)
+    # RFC 3834: automatic mail, so auto-responders do not answer it.
+    message["Auto-Submitted"] = "auto-generated"
+    message["Content-Language"] = language
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    return message.as_bytes()
+
+
+def parse_email(raw: bytes) -> EmailMessage:
+    parsed = BytesParser(policy=email.policy.default).parsebytes(raw)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def body_parts(message: EmailMessage) -> tuple[str, str | None]:
+    text_part = message.get_body(preferencelist=("plain",))
+    html_part = message.get_body(preferencelist=("html",))
+    text = text_part.get_content() if isinstance(text_part, EmailMessage) else ""
+    html = html_part.get_content() if isinstance(html_part, EmailMessage) else None
+    return text, html
+
+
+def envelope_sender(settings: Settings) -> str:
+    return email.utils.parseaddr(settings.mail_from)[1]
+
+
+class SmtpSender:
+    channel = "email"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        assert s.smtp_host
+        return aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            start_tls=s.smtp_starttls,
+            username=s.smtp_username,
+            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+            timeout=s.smtp_timeout_seconds,
+        )
+
+    async def deliver(self, messages: Sequence[ClaimedMessage]) -> dict[int, str | None]:
+        results: dict[int, str | None] = {}
+        queue: asyncio.Queue[ClaimedMessage] = asyncio.Queue()
+        for m in messages:
+            queue.put_nowait(m)
+        sender = envelope_sender(self.settings)
+
+        async def worker() -> None:
+            client: aiosmtplib.SMTP | None = None
+            try:
+                while not queue.empty():
+                    m = queue.get_nowait()
+                    try:
+                        if client is None or not client.is_connected:
+                            client = self._client()
+                            await client.connect()
+                        await client.sendmail(sender, [m.recipient], m.payload)
+                        results[m.id] = None
+                    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                        results[m.id] = f"{type(exc).__name__}: {exc}"
+                        if client is not None and not isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+                            client.close()
+                            client = None
+            finally:
+                if client is not None and client.is_connected:
+                    try:
+                        await client.quit()
+                    except (aiosmtplib.SMTPException, OSError):
+                        client.close()
+
+        workers = min(self.settings.smtp_concurrency, len(messages))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return results
+
+
+class DevMailboxSender:
+    """Keeps every message in the development mailbox (``/dev/mailbox``); nothing leaves the machine."""
+
+    channel = "email"
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+
+    async def deliver(self, messages: Sequence[ClaimedMessage]) -> dict[int, str | None]:
+        now = utcnow()
+        with transaction(self.factory) as session:
+            for m in messages:
+                parsed = parse_email(m.payload)
+                text, html = body_parts(parsed)
+                session.add(
+                    DevMailboxMessage(
+                        outbox_id=m.id,
+                        channel="email",
+                        recipient=m.recipient,
+                        subject=str(parsed["Subject"] or ""),
+                        text_body=text,
+                        html_body=html,
+                        created_at=now,
+                    )
+                )
+        return {m.id: None for m in messages}
+
+
+def email_sender(settings: Settings, factory: sessionmaker[Session]) -> SmtpSender | DevMailboxSender:
+    return SmtpSender(settings) if settings.smtp_host else DevMailboxSender(factory)

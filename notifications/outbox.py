@@ -1,0 +1,249 @@
+"""The transactional outbox: enqueue in the caller's transaction, claim, deliver, record.
+
+Claims are rows: a conditional UPDATE moves a message from ``pending`` to ``sending`` with a lease,
+so any number of processes may drain at once and none sends a message another has claimed. On
+PostgreSQL the candidates are first picked with ``FOR UPDATE SKIP LOCKED`` so drainers do not queue
+behind each other. A claim whose process died is taken over when its lease runs out.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from notifications.models import OutboxMessage
+from onboarding.clock import utcnow
+from onboarding.crypto import seal, unseal
+from onboarding.db import transaction
+
+log = structlog.get_logger(__name__)
+
+PAYLOAD_PURPOSE = "outbox-payload"
+
+PENDING, SENDING, SENT, DEAD, CANCELLED = "pending", "sending", "sent", "dead", "cancelled"
+
+# What happens, in the same transaction as recording delivery, when messages of one purpose have
+# been delivered: called with their reference ids. Lets the owner of a message (invitations, ...)
+# react to delivery without this module knowing it.
+DeliveryHook = Callable[[Session, list[int], datetime], None]
+
+
+def enqueue(
+    session: Session,
+    *,
+    secret: str,
+    channel: str,
+    purpose: str,
+    recipient: str,
+    payload: bytes,
+    now: datetime,
+    subject: str | None = None,
+    reference_id: int | None = None,
+    not_before: datetime | None = None,
+) -> OutboxMessage:
+    message = OutboxMessage(
+        channel=channel,
+        purpose=purpose,
+        reference_id=reference_id,
+        recipient=recipient,
+        subject=subject,
+        payload=seal(secret, PAYLOAD_PURPOSE, payload),
+        state=PENDING,
+        attempts=0,
+        next_attempt_at=not_before or now,
+        created_at=now,
+    )
+    session.add(message)
+    return message
+
+
+def cancel(session: Session, purpose: str, reference_ids: Sequence[int]) -> None:
+    if not reference_ids:
+        return
+    session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.purpose == purpose,
+            OutboxMessage.reference_id.in_(reference_ids),
+            OutboxMessage.state == PENDING,
+        )
+        .values(state=CANCELLED, payload=None)
+    )
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    id: int
+    channel: str
+    purpose: str
+    reference_id: int | None
+    recipient: str
+    payload: bytes
+    attempts: int
+
+
+def _claimable(now: datetime, channels: Iterable[str]) -> object:
+    return and_(
+        OutboxMessage.channel.in_(list(channels)),
+        or_(
+            and_(OutboxMessage.state == PENDING, OutboxMessage.next_attempt_at <= now),
+            and_(OutboxMessage.state == SENDING, OutboxMessage.lease_expires_at < now),
+        ),
+    )
+
+
+def claim(
+    session: Session, *, secret: str, channels: Iterable[str], now: datetime, limit: int, lease: timedelta
+) -> list[ClaimedMessage]:
+    channels = list(channels)
+    candidates = (
+        select(OutboxMessage.id)
+        .where(_claimable(now, channels))  # type: ignore[arg-type]
+        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    ids = list(session.scalars(candidates))
+    if not ids:
+        return []
+    rows = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids), _claimable(now, channels))  # type: ignore[arg-type]
+        .values(state=SENDING, lease_expires_at=now + lease, attempts=OutboxMessage.attempts + 1)
+        .returning(
+            OutboxMessage.id,
+            OutboxMessage.channel,
+            OutboxMessage.purpose,
+            OutboxMessage.reference_id,
+            OutboxMessage.recipient,
+            OutboxMessage.payload,
+            OutboxMessage.attempts,
+        )
+    ).all()
+    claimed = []
+    for row in rows:
+        claimed.append(
+            ClaimedMessage(
+                id=row.id,
+                channel=row.channel,
+                purpose=row.purpose,
+                reference_id=row.reference_id,
+                recipient=row.recipient,
+                payload=unseal(secret, PAYLOAD_PURPOSE, row.payload),
+                attempts=row.attempts,
+            )
+        )
+    claimed.sort(key=lambda m: m.id)
+    return claimed
+
+
+def backoff(attempts: int) -> timedelta:
+    """Exponential back-off from 30 s, capped at one hour, with jitter so retries spread out."""
+    base = min(30 * 2 ** max(attempts - 1, 0), 3600)
+    return timedelta(seconds=base * random.uniform(0.9, 1.1))
+
+
+def record_results(
+    session: Session,
+    claimed: Sequence[ClaimedMessage],
+    errors: Mapping[int, str | None],
+    *,
+    now: datetime,
+    max_attempts: int,
+    hooks: Mapping[str, DeliveryHook] | None = None,
+) -> tuple[int, int]:
+    """Store each claimed message's outcome; returns (sent, failed)."""
+    sent_ids = [m.id for m in claimed if errors.get(m.id) is None]
+    if sent_ids:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(sent_ids), OutboxMessage.state == SENDING)
+            .values(state=SENT, sent_at=now, payload=None, lease_expires_at=None, last_error=None)
+        )
+        by_purpose: dict[str, list[int]] = {}
+        for m in claimed:
+            if m.id in errors and errors[m.id] is None and m.reference_id is not None:
+                by_purpose.setdefault(m.purpose, []).append(m.reference_id)
+        for purpose, refs in by_purpose.items():
+            hook = (hooks or {}).get(purpose)
+            if hook is not None:
+                hook(session, refs, now)
+    failed = [m for m in claimed if errors.get(m.id) is not None]
+    for m in failed:
+        error = (errors[m.id] or "")[:2000]
+        if m.attempts >= max_attempts:
+            values: dict[str, object] = {"state": DEAD, "last_error": error, "lease_expires_at": None}
+            log.error("outbox.dead", message_id=m.id, purpose=m.purpose, attempts=m.attempts, error=error)
+        else:
+            values = {
+                "state": PENDING,
+                "last_error": error,
+                "lease_expires_at": None,
+                "next_attempt_at": now + backoff(m.attempts),
+            }
+            log.warning("outbox.retry", message_id=m.id, purpose=m.purpose, attempts=m.attempts, error=error)
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == m.id, OutboxMessage.state == SENDING)
+            .values(**values)
+        )
+    return len(sent_ids), len(failed)
+
+
+class Sender(Protocol):
+    channel: str
+
+    async def deliver(self, messages: Sequence[ClaimedMessage]) -> dict[int, str | None]:
+        """Deliver each message; map its id to None (accepted) or the error text."""
+        ...
+
+
+@dataclass
+class DrainReport:
+    sent: int = 0
+    failed: int = 0
+
+
+async def drain(
+    factory: sessionmaker[Session],
+    senders: Mapping[str, Sender],
+    *,
+    secret: str,
+    batch_size: int,
+    max_attempts: int,
+    lease: timedelta,
+    hooks: Mapping[str, DeliveryHook] | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> DrainReport:
+    """Deliver every message due now, batch by batch, until none is left to claim."""
+    report = DrainReport()
+    while True:
+        with transaction(factory) as session:
+            claimed = claim(
+                session, secret=secret, channels=senders.keys(), now=now(), limit=batch_size, lease=lease
+            )
+        if not claimed:
+            return report
+        errors: dict[int, str | None] = {}
+        for channel, sender in senders.items():
+            subset = [m for m in claimed if m.channel == channel]
+            if subset:
+                errors.update(await sender.deliver(subset))
+        with transaction(factory) as session:
+            sent, failed = record_results(
+                session, claimed, errors, now=now(), max_attempts=max_attempts, hooks=hooks
+            )
+        report.sent += sent
+        report.failed += failed
+        if failed and not sent:
+            # Every message of the batch failed: the server is likely down. Stop here; the back-off
+            # decides when to try again.
+            return report

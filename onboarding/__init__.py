@@ -1,0 +1,1 @@
+"""Connected-services onboarding: orders in, invitations out, brand IDs and activation."""

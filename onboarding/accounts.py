@@ -1,0 +1,151 @@
+"""Brand IDs: creation, password hashing and checking, age gate, consent records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import lru_cache
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from onboarding.errors import FieldError, ValidationFailed
+from onboarding.models import Account, Consent
+from onboarding.passwords import password_problems
+from onboarding.settings import Settings
+from vehicles.service import clean_country, clean_email, clean_language, clean_name
+
+# OWASP's Argon2id minimum: 19 MiB, 2 iterations, 1 lane.
+ARGON2_MEMORY_KIB = 19 * 1024
+ARGON2_TIME_COST = 2
+ARGON2_PARALLELISM = 1
+
+
+@lru_cache(maxsize=1)
+def password_hasher() -> PasswordHasher:
+    return PasswordHasher(
+        time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB, parallelism=ARGON2_PARALLELISM
+    )
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return password_hasher().hash("not a password: equalises timing for unknown emails")
+
+
+def hash_password(password: str) -> str:
+    return password_hasher().hash(password)
+
+
+def verify_password(account: Account | None, password: str) -> bool:
+    """Check a password; an unknown account costs the same hashing work as a known one."""
+    hasher = password_hasher()
+    try:
+        ok = hasher.verify(account.password_hash if account else _dummy_hash(), password)
+    except (VerificationError, InvalidHashError):
+        return False
+    if account is None:
+        return False
+    if ok and hasher.check_needs_rehash(account.password_hash):
+        account.password_hash = hasher.hash(password)
+    return ok
+
+
+def find_account(session: Session, email: str) -> Account | None:
+    return session.scalar(select(Account).where(Account.email == email.strip().lower()))
+
+
+def age_on(birth: date, today: date) -> int:
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+def minimum_age(settings: Settings, country: str) -> int:
+    return settings.minimum_age_by_country.get(country, settings.minimum_age)
+
+
+@dataclass
+class NewAccount:
+    email: str
+    password: str
+    password_confirmation: str
+    first_name: str
+    last_name: str
+    birth_date: date | None
+    country: str
+    language: str
+    accept_terms: bool
+    accept_privacy: bool
+    phone: str | None = None
+
+
+def create_account(
+    session: Session, data: NewAccount, *, settings: Settings, now: datetime, via: str, email_verified: bool
+) -> Account:
+    """Validate and store a new ID with its consent records; raises ``ValidationFailed``."""
+    errors: list[FieldError] = []
+    email = clean_email(data.email, "email", errors).lower()
+    first = clean_name(data.first_name, "first_name", errors)
+    last = clean_name(data.last_name, "last_name", errors)
+    country = clean_country(data.country, "country", errors)
+    language = clean_language(data.language, "language", errors)
+    for problem in password_problems(data.password, [email, first, last]):
+        errors.append(FieldError("password", problem))
+    if data.password != data.password_confirmation:
+        errors.append(FieldError("password_confirmation", "The two passwords differ."))
+    if data.birth_date is None:
+        errors.append(FieldError("birth_date", "Enter your date of birth."))
+    elif data.birth_date > now.date() or data.birth_date.year < 1900:
+        errors.append(FieldError("birth_date", "Enter a real date of birth."))
+    elif age_on(data.birth_date, now.date()) < minimum_age(settings, country):
+        errors.append(
+            FieldError(
+                "birth_date", f"You must be at least {minimum_age(settings, country)} to have an ID.", "age"
+            )
+        )
+    if not data.accept_terms:
+        errors.append(FieldError("accept_terms", "Accept the terms of use to continue.", "required"))
+    if not data.accept_privacy:
+        errors.append(
+            FieldError("accept_privacy", "Confirm that you have read the privacy notice.", "required")
+        )
+    if not errors and find_account(session, email) is not None:
+        errors.append(FieldError("email", "This email address has an ID already; log in instead.", "exists"))
+    if errors:
+        raise ValidationFailed(errors)
+    assert data.birth_date is not None
+    account = Account(
+        email=email,
+        password_hash=hash_password(data.password),
+        first_name=first,
+        last_name=last,
+        birth_date=data.birth_date,
+        country=country,
+        language=language,
+        phone=data.phone,
+        email_verified_at=now if email_verified else None,
+        created_via=via,
+        created_at=now,
+    )
+    session.add(account)
+    session.flush()
+    session.add_all(
+        [
+            Consent(
+                account_id=account.id,
+                kind="terms",
+                text_version=settings.terms_version,
+                granted_at=now,
+                source=via,
+            ),
+            Consent(
+                account_id=account.id,
+                kind="privacy_notice",
+                text_version=settings.privacy_version,
+                granted_at=now,
+                source=via,
+            ),
+        ]
+    )
+    return account

@@ -1,0 +1,50 @@
+"""API keys for machine clients (order systems). The key is shown once; only its hash is kept."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from onboarding.crypto import token_hash
+from onboarding.errors import FieldError, ValidationFailed
+from onboarding.models import ApiKey
+from vehicles.service import KNOWN_COUNTRIES
+
+KEY_PREFIX = "onb"
+
+
+def create_api_key(
+    session: Session, name: str, *, now: datetime, countries: list[str] | None = None
+) -> tuple[ApiKey, str]:
+    name = name.strip()
+    errors = []
+    if not 1 <= len(name) <= 100:
+        errors.append(FieldError("name", "Give the integration a name of 1-100 characters."))
+    markets = sorted({c.strip().upper() for c in countries}) if countries else None
+    for code in markets or []:
+        if code not in KNOWN_COUNTRIES:
+            errors.append(FieldError("countries", f"Unknown country '{code}'."))
+    if errors:
+        raise ValidationFailed(errors)
+    prefix = secrets.token_hex(6)
+    plaintext = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey(name=name, prefix=prefix, key_hash=token_hash(plaintext), countries=markets, created_at=now)
+    session.add(key)
+    session.flush()
+    return key, plaintext
+
+
+def authenticate(session: Session, presented: str, *, now: datetime) -> ApiKey | None:
+    parts = presented.split("_")
+    if len(parts) < 3 or parts[0] != KEY_PREFIX:
+        return None
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1], ApiKey.revoked_at.is_(None)))
+    if key is None or not hmac.compare_digest(key.key_hash, token_hash(presented)):
+        return None
+    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=5):
+        key.last_used_at = now
+    return key

@@ -1,0 +1,78 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from sqlalchemy.orm import Session, sessionmaker
+
+from notifications import pages as mailbox_pages
+from onboarding import pages
+from onboarding.db import make_engine, make_session_factory
+from onboarding.logconfig import configure_logging
+from onboarding.scheduler import start_background
+from onboarding.settings import Settings, get_settings
+from onboarding.web import EXCEPTION_HANDLERS
+from vehicles import routes as vehicle_routes
+
+SECURITY_HEADERS = {
+    "Referrer-Policy": "no-referrer",  # invitation links carry a token; never leak it onwards
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'",
+}
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    session_factory: sessionmaker[Session] | None = None,
+    run_scheduler: bool = False,
+) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging()
+    factory = session_factory or make_session_factory(make_engine(settings.database_url))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        scheduler = start_background(factory, settings) if run_scheduler else None
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
+
+    app = FastAPI(
+        title=f"{settings.brand_name} onboarding",
+        version="1",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.session_factory = factory
+    for exc_type, handler in EXCEPTION_HANDLERS.items():
+        app.add_exception_handler(exc_type, handler)
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.url.path.startswith(("/i/", "/activate")):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(vehicle_routes.router)
+    app.include_router(pages.router)
+    app.include_router(mailbox_pages.router)
+    return app

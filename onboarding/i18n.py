@@ -1,0 +1,103 @@
+"""Languages, gettext catalogues (Babel ``.po`` files) and the Jinja environments that use them.
+
+The catalogues under ``onboarding/locale`` are compiled in memory at first use, so a checkout needs
+no build step. The active language is a context variable: set it with ``use_language`` around any
+rendering, in the thread that renders.
+"""
+
+from __future__ import annotations
+
+import gettext
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from babel.dates import format_date as babel_format_date
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from jinja2 import BaseLoader, Environment, select_autoescape
+
+LANGUAGES: dict[str, str] = {"en": "English", "de": "Deutsch", "sv": "Svenska", "nb": "Norsk bokmål"}
+DEFAULT_LANGUAGE = "en"
+_ALIASES = {"no": "nb", "nn": "nb"}
+
+_current: ContextVar[str] = ContextVar("language", default=DEFAULT_LANGUAGE)
+
+
+def normalise_language(code: str | None) -> str | None:
+    """The supported language for a code such as ``sv``, ``sv-SE`` or ``no``; None if unsupported."""
+    if not code:
+        return None
+    base = code.strip().replace("_", "-").split("-")[0].lower()
+    base = _ALIASES.get(base, base)
+    return base if base in LANGUAGES else None
+
+
+def negotiate(accept_language: str | None) -> str:
+    for part in (accept_language or "").split(","):
+        found = normalise_language(part.split(";")[0])
+        if found:
+            return found
+    return DEFAULT_LANGUAGE
+
+
+@cache
+def translations(language: str) -> gettext.NullTranslations:
+    if language == DEFAULT_LANGUAGE:
+        return gettext.NullTranslations()
+    po = resources.files("onboarding").joinpath("locale", language, "LC_MESSAGES", "messages.po")
+    if not po.is_file():
+        return gettext.NullTranslations()
+    with po.open("rb") as handle:
+        catalog = read_po(handle, locale=language)
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog, use_fuzzy=False)
+    buffer.seek(0)
+    return gettext.GNUTranslations(buffer)
+
+
+def current_language() -> str:
+    return _current.get()
+
+
+@contextmanager
+def use_language(language: str) -> Iterator[None]:
+    token = _current.set(normalise_language(language) or DEFAULT_LANGUAGE)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def gettext_(message: str, **variables: Any) -> str:
+    text = translations(_current.get()).gettext(message)
+    return text % variables if variables else text
+
+
+def ngettext_(singular: str, plural: str, n: int) -> str:
+    # Unformatted: Jinja's new-style gettext fills in ``num`` and the other variables itself.
+    return translations(_current.get()).ngettext(singular, plural, n)
+
+
+def format_date(value: Any, format: str = "long") -> str:
+    locale = {"nb": "nb_NO"}.get(_current.get(), _current.get())
+    return babel_format_date(value, format=format, locale=locale)
+
+
+def make_environment(loader: BaseLoader) -> Environment:
+    env = Environment(
+        loader=loader,
+        autoescape=select_autoescape(["html", "xml"], default_for_string=True),
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_gettext_callables(gettext_, ngettext_, newstyle=True)  # type: ignore[attr-defined]
+    env.filters["date"] = format_date
+    env.globals["LANGUAGES"] = LANGUAGES
+    env.globals["current_language"] = current_language
+    return env

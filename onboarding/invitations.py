@@ -1,0 +1,363 @@
+"""Invitations: the due rule's scheduler side, links, reminder, expiry, revocation, funnel state.
+
+An invitation row and its email are written in one transaction (the outbox); the link's validity
+(14 days) and the reminder (day 7) count from the moment the mail server accepted the message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from notifications import outbox
+from notifications.email import build_email, render_email
+from notifications.support import SupportContact, support_contact
+from onboarding.crypto import hashes_match, new_token, seal, token_hash, unseal
+from onboarding.models import Account, Invitation
+from onboarding.settings import Settings
+from vehicles.models import CLOSED_STATUSES, Dealer, Order, OrderEvent, VehicleModel
+from vehicles.schemas import InvitationState, OnboardingFunnel
+from vehicles.service import add_event
+
+TOKEN_PURPOSE = "invitation-token"  # noqa: S105 (a key-derivation label, not a secret)
+PURPOSE_INVITATION = "invitation"
+PURPOSE_REMINDER = "invitation_reminder"
+
+
+class LinkState(StrEnum):
+    VALID = "valid"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    USED = "used"
+    UNKNOWN = "unknown"
+
+
+def brand(settings: Settings) -> dict[str, str]:
+    return {"name": settings.brand_name, "colour": settings.brand_primary_colour}
+
+
+def contact_for(settings: Settings, country: str | None, dealer: Dealer | None) -> SupportContact:
+    return support_contact(
+        country or (dealer.country if dealer else "") or "",
+        settings.brand_mail_domain,
+        dealer_email=dealer.email if dealer else None,
+        dealer_name=dealer.name if dealer else None,
+    )
+
+
+def link_for(settings: Settings, token: str) -> str:
+    return f"{settings.public_base_url.rstrip('/')}/i/{token}"
+
+
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _email_for(
+    settings: Settings,
+    template: str,
+    invitation: Invitation,
+    order: Order,
+    dealer: Dealer,
+    model: VehicleModel,
+    token: str,
+    expires_on: datetime,
+) -> tuple[str, bytes]:
+    context: dict[str, Any] = {
+        "brand": brand(settings),
+        "support": contact_for(settings, order.country, dealer),
+        "first_name": order.buyer_first_name,
+        "model_name": model.name,
+        "dealer_name": dealer.name,
+        "delivery_date": order.planned_delivery_date,
+        "link": link_for(settings, token),
+        "valid_days": settings.invitation_valid_days,
+        "expires_on": expires_on.date(),
+    }
+    rendered = render_email(template, invitation.language, context)
+    return rendered.subject, build_email(
+        settings, to=invitation.email, rendered=rendered, language=invitation.language
+    )
+
+
+def create_due_invitations(session: Session, settings: Settings, *, now: datetime, limit: int) -> int:
+    """Claim up to ``limit`` due orders and write an invitation and its email for each.
+
+    The claim is a conditional UPDATE of ``invite_after``: a process that loses the race updates no
+    row and sends nothing, so several schedulers never invite an order twice."""
+    today = now.date()
+    candidates = (
+        select(Order.id)
+        .where(Order.invite_after <= today)
+        .order_by(Order.invite_after, Order.id)
+        .limit(limit)
+    )
+    if _is_postgresql(session):
+        candidates = candidates.with_for_update(skip_locked=True)
+    ids = list(session.scalars(candidates))
+    if not ids:
+        return 0
+    claimed = list(
+        session.scalars(
+            update(Order)
+            .where(Order.id.in_(ids), Order.invite_after <= today)
+            .values(invite_after=None, invited_at=now)
+            .returning(Order.id)
+        )
+    )
+    if not claimed:
+        return 0
+    revoke_live(session, claimed, now=now, reason="superseded")
+    rows = session.execute(
+        select(Order, Dealer, VehicleModel)
+        .join(Dealer, Dealer.code == Order.dealer_code)
+        .join(VehicleModel, VehicleModel.code == Order.model_code)
+        .where(Order.id.in_(claimed))
+        .order_by(Order.id)
+    ).all()
+    secret = settings.secret_key_value()
+    created: list[tuple[Invitation, str, Order, Dealer, VehicleModel]] = []
+    for order, dealer, model in rows:
+        if order.production_status in CLOSED_STATUSES or order.onboarded_at is not None:
+            continue
+        token = new_token()
+        invitation = Invitation(
+            order_id=order.id,
+            email=order.buyer_email,
+            language=order.language,
+            token_hash=token_hash(token),
+            token_sealed=seal(secret, TOKEN_PURPOSE, token.encode()).decode(),
+            created_at=now,
+        )
+        created.append((invitation, token, order, dealer, model))
+    session.add_all([c[0] for c in created])
+    session.flush()
+    expires = now + timedelta(days=settings.invitation_valid_days)
+    for invitation, token, order, dealer, model in created:
+        subject, payload = _email_for(
+            settings, "invitation", invitation, order, dealer, model, token, expires
+        )
+        outbox.enqueue(
+            session,
+            secret=secret,
+            channel="email",
+            purpose=PURPOSE_INVITATION,
+            recipient=invitation.email,
+            payload=payload,
+            now=now,
+            subject=subject,
+            reference_id=invitation.id,
+        )
+        add_event(session, order, "invitation_created", "scheduler", now)
+    return len(claimed)
+
+
+def revoke_live(session: Session, order_ids: list[int], *, now: datetime, reason: str) -> None:
+    session.execute(
+        update(Invitation)
+        .where(
+            Invitation.order_id.in_(order_ids),
+            Invitation.revoked_at.is_(None),
+            Invitation.completed_at.is_(None),
+        )
+        .values(revoked_at=now, revoked_reason=reason, token_sealed=None, remind_at=None)
+    )
+
+
+def delivery_hooks(settings: Settings) -> dict[str, outbox.DeliveryHook]:
+    def invitation_delivered(session: Session, invitation_ids: list[int], now: datetime) -> None:
+        session.execute(
+            update(Invitation)
+            .where(Invitation.id.in_(invitation_ids), Invitation.sent_at.is_(None))
+            .values(
+                sent_at=now,
+                expires_at=now + timedelta(days=settings.invitation_valid_days),
+                remind_at=now + timedelta(days=settings.invitation_reminder_days),
+            )
+        )
+        order_ids = session.scalars(select(Invitation.order_id).where(Invitation.id.in_(invitation_ids)))
+        session.add_all(
+            OrderEvent(order_id=oid, at=now, kind="invitation_sent", actor="scheduler") for oid in order_ids
+        )
+
+    def reminder_delivered(session: Session, invitation_ids: list[int], now: datetime) -> None:
+        order_ids = session.scalars(select(Invitation.order_id).where(Invitation.id.in_(invitation_ids)))
+        session.add_all(
+            OrderEvent(order_id=oid, at=now, kind="reminder_sent", actor="scheduler") for oid in order_ids
+        )
+
+    return {PURPOSE_INVITATION: invitation_delivered, PURPOSE_REMINDER: reminder_delivered}
+
+
+def _state(invitation: Invitation, order: Order, now: datetime) -> LinkState:
+    if invitation.completed_at is not None:
+        return LinkState.USED
+    if (
+        invitation.revoked_at is not None
+        or order.production_status in CLOSED_STATUSES
+        or invitation.email.lower() != order.buyer_email.lower()
+    ):
+        return LinkState.REVOKED
+    if invitation.expires_at is not None and now >= invitation.expires_at:
+        return LinkState.EXPIRED
+    return LinkState.VALID
+
+
+def queue_due_reminders(session: Session, settings: Settings, *, now: datetime, limit: int) -> int:
+    """Queue the single day-7 reminder, with the same link, for invitations not yet finished."""
+    candidates = (
+        select(Invitation.id).where(Invitation.remind_at <= now).order_by(Invitation.remind_at).limit(limit)
+    )
+    if _is_postgresql(session):
+        candidates = candidates.with_for_update(skip_locked=True)
+    ids = list(session.scalars(candidates))
+    if not ids:
+        return 0
+    claimed = list(
+        session.scalars(
+            update(Invitation)
+            .where(Invitation.id.in_(ids), Invitation.remind_at <= now)
+            .values(remind_at=None)
+            .returning(Invitation.id)
+        )
+    )
+    rows = session.execute(
+        select(Invitation, Order, Dealer, VehicleModel)
+        .join(Order, Order.id == Invitation.order_id)
+        .join(Dealer, Dealer.code == Order.dealer_code)
+        .join(VehicleModel, VehicleModel.code == Order.model_code)
+        .where(Invitation.id.in_(claimed))
+    ).all()
+    secret = settings.secret_key_value()
+    queued = 0
+    for invitation, order, dealer, model in rows:
+        sealed, invitation.token_sealed = invitation.token_sealed, None
+        if sealed is None or _state(invitation, order, now) is not LinkState.VALID:
+            continue
+        token = unseal(secret, TOKEN_PURPOSE, sealed.encode()).decode()
+        assert invitation.expires_at is not None
+        subject, payload = _email_for(
+            settings, "invitation_reminder", invitation, order, dealer, model, token, invitation.expires_at
+        )
+        outbox.enqueue(
+            session,
+            secret=secret,
+            channel="email",
+            purpose=PURPOSE_REMINDER,
+            recipient=invitation.email,
+            payload=payload,
+            now=now,
+            subject=subject,
+            reference_id=invitation.id,
+        )
+        invitation.reminded_at = now
+        queued += 1
+    return queued
+
+
+@dataclass
+class LinkView:
+    state: LinkState
+    invitation: Invitation | None = None
+    order: Order | None = None
+    dealer: Dealer | None = None
+    model: VehicleModel | None = None
+
+
+def resolve_link(session: Session, token: str, *, now: datetime) -> LinkView:
+    if not token or len(token) > 128:
+        return LinkView(LinkState.UNKNOWN)
+    row = session.execute(
+        select(Invitation, Order, Dealer, VehicleModel)
+        .join(Order, Order.id == Invitation.order_id)
+        .join(Dealer, Dealer.code == Order.dealer_code)
+        .join(VehicleModel, VehicleModel.code == Order.model_code)
+        .where(Invitation.token_hash == token_hash(token))
+    ).first()
+    if row is None or not hashes_match(row[0].token_hash, token):
+        return LinkView(LinkState.UNKNOWN)
+    invitation, order, dealer, model = row
+    return LinkView(_state(invitation, order, now), invitation, order, dealer, model)
+
+
+def mark_opened(session: Session, view: LinkView, *, now: datetime) -> None:
+    assert view.invitation is not None and view.order is not None
+    if view.invitation.opened_at is None:
+        view.invitation.opened_at = now
+        add_event(session, view.order, "invitation_opened", "buyer", now)
+
+
+def attach_account(
+    session: Session, view: LinkView, account: Account, *, now: datetime, created: bool
+) -> None:
+    """The ID that activates this order: new (email proven by the link) or an existing one."""
+    assert view.invitation is not None and view.order is not None
+    view.invitation.account_id = account.id
+    view.invitation.id_created_at = now
+    view.order.account_id = account.id
+    add_event(session, view.order, "id_created" if created else "id_linked", "buyer", now, account.email)
+
+
+def complete_activation(session: Session, view: LinkView, *, now: datetime) -> None:
+    """The link's single use: once the flow is finished it no longer opens."""
+    assert view.invitation is not None and view.order is not None
+    view.invitation.completed_at = now
+    view.invitation.token_sealed = None
+    view.invitation.remind_at = None
+    view.order.onboarded_at = now
+    view.order.invite_after = None
+    add_event(session, view.order, "activation_completed", "buyer", now)
+
+
+def reissue(session: Session, order: Order, *, now: datetime, actor: str, reason: str) -> None:
+    """A new invitation (staff resend, support): the current link dies now; the next scheduler pass
+    sends the new one through the same claim as any due order."""
+    revoke_live(session, [order.id], now=now, reason=reason)
+    order.invited_at = None
+    order.invite_after = now.date()
+    order.updated_at = now
+    add_event(session, order, "invitation_reissued", actor, now, reason)
+
+
+def funnel(session: Session, order: Order, *, now: datetime) -> OnboardingFunnel:
+    invitation = session.scalar(
+        select(Invitation).where(Invitation.order_id == order.id).order_by(Invitation.id.desc()).limit(1)
+    )
+    state = None
+    if invitation is not None:
+        state = InvitationState(
+            state="pending"
+            if invitation.sent_at is None and invitation.revoked_at is None
+            else _state(invitation, order, now).value,
+            created_at=invitation.created_at,
+            sent_at=invitation.sent_at,
+            expires_at=invitation.expires_at,
+            opened_at=invitation.opened_at,
+            reminded_at=invitation.reminded_at,
+        )
+    if invitation and invitation.completed_at:
+        stage = "completed"
+    elif invitation and invitation.id_created_at:
+        stage = "id_created"
+    elif invitation and invitation.opened_at:
+        stage = "opened"
+    elif order.invited_at:
+        stage = "invited"
+    elif order.invite_after is not None and order.invite_after <= now.date():
+        stage = "due"
+    else:
+        stage = "not_due"
+    return OnboardingFunnel(
+        stage=stage,
+        invite_after=order.invite_after,
+        invited_at=order.invited_at,
+        opened_at=invitation.opened_at if invitation else None,
+        id_created_at=invitation.id_created_at if invitation else None,
+        completed_at=invitation.completed_at if invitation else None,
+        invitation=state,
+    )

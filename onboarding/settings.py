@@ -1,0 +1,89 @@
+"""Configuration from environment variables prefixed ``ONBOARDING_``.
+
+Defaults serve a local run: a SQLite file under ``var/``, the development mailbox and SMS outbox.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VAR_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ONBOARDING_", env_file=".env", extra="ignore")
+
+    database_url: str = f"sqlite:///{VAR_DIR / 'onboarding.db'}"
+    public_base_url: str = "http://127.0.0.1:8000"
+    # Keys invitation links' sealed copies and the outbox's encrypted payloads. Without one a local
+    # run generates a key file under var/ (see ``secret_key_value``); production must set it.
+    secret_key: SecretStr | None = None
+
+    brand_name: str = "Nordlicht Motors"
+    brand_mail_domain: str = "nordlicht-motors.example"
+    brand_primary_colour: str = "#0b3d2e"
+    mail_from: str = "Nordlicht Motors <no-reply@nordlicht-motors.example>"
+
+    # No SMTP host: mail goes to the development mailbox (``/dev/mailbox``).
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = 30.0
+    smtp_concurrency: int = 8
+
+    sms_backend: str = "dev"  # "dev" (development outbox) or "http" (JSON gateway)
+    sms_http_url: str | None = None
+    redis_url: str | None = None
+
+    invitation_lead_days: int = 14
+    invitation_valid_days: int = 14
+    invitation_reminder_days: int = 7
+    scheduler_interval_seconds: int = 20
+    scheduler_batch_size: int = 500
+    outbox_max_attempts: int = 20
+    outbox_lease_seconds: int = 300
+
+    terms_version: str = "2026-01"
+    privacy_version: str = "2026-01"
+    default_language: str = "en"
+    # Minimum age for an ID; per-country exceptions, e.g. China (SPEC §3.2).
+    minimum_age: int = 16
+    minimum_age_by_country: dict[str, int] = {"CN": 14}
+
+    @property
+    def dev_mailbox_enabled(self) -> bool:
+        return not self.smtp_host
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_base_url.startswith("https://")
+
+    def secret_key_value(self) -> str:
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        return _local_secret_key()
+
+
+@lru_cache(maxsize=1)
+def _local_secret_key() -> str:
+    # A per-checkout key so a local run works out of the box; never used when the key is configured.
+    path = VAR_DIR / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,85 @@
+"""Support requests from buyers, routed by the support directory and tracked as rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from notifications import outbox
+from notifications.email import build_email, render_email
+from onboarding.invitations import brand, contact_for
+from onboarding.models import Invitation, SupportRequest
+from onboarding.settings import Settings
+from vehicles.models import Dealer, Order
+from vehicles.service import add_event
+
+KINDS = {
+    "new_invitation": "Request for a new invitation",
+    "no_sms": "No SMS code received",
+    "wrong_phone": "Wrong phone number",
+}
+
+
+def record_request(
+    session: Session,
+    settings: Settings,
+    *,
+    kind: str,
+    now: datetime,
+    country: str | None = None,
+    contact_email: str | None = None,
+    order: Order | None = None,
+    dealer: Dealer | None = None,
+    invitation: Invitation | None = None,
+    message: str | None = None,
+) -> SupportRequest:
+    """Store the request, route it to the country's mailbox (or the dealer), and notify them."""
+    if kind not in KINDS:
+        raise ValueError(kind)
+    country = (order.country if order else country) or None
+    contact = contact_for(settings, country, dealer)
+    request = SupportRequest(
+        kind=kind,
+        country=country,
+        routed_to=contact.email,
+        routed_to_dealer=contact.is_fallback,
+        dealer_code=dealer.code if dealer else None,
+        contact_email=contact_email,
+        order_id=order.id if order else None,
+        invitation_id=invitation.id if invitation else None,
+        message=(message or "")[:2000] or None,
+        status="open",
+        created_at=now,
+    )
+    session.add(request)
+    session.flush()
+    rendered = render_email(
+        "support_request",
+        "en",
+        {
+            "brand": brand(settings),
+            "support": contact,
+            "request_id": request.id,
+            "kind_label": KINDS[kind],
+            "country": country,
+            "contact_email": contact_email,
+            "order_number": order.order_number if order else None,
+            "dealer_name": dealer.name if dealer else None,
+            "message": request.message,
+        },
+    )
+    outbox.enqueue(
+        session,
+        secret=settings.secret_key_value(),
+        channel="email",
+        purpose="support_request",
+        recipient=contact.email,
+        payload=build_email(settings, to=contact.email, rendered=rendered, language="en"),
+        now=now,
+        subject=rendered.subject,
+        reference_id=request.id,
+    )
+    if order is not None:
+        add_event(session, order, "support_request", "buyer", now, f"{kind} -> {contact.email}")
+    return request

@@ -1,0 +1,216 @@
+"""HTTP plumbing shared by the routers: database sessions, RFC 9457 problems, API-key callers,
+CSRF, languages and page rendering."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from jinja2 import ChoiceLoader, PackageLoader
+from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from onboarding.api_keys import authenticate
+from onboarding.clock import utcnow
+from onboarding.errors import FieldError, Forbidden, NotFound, ValidationFailed
+from onboarding.i18n import LANGUAGES, make_environment, negotiate, normalise_language, use_language
+from onboarding.settings import Settings
+from vehicles.service import Scope
+
+CSRF_COOKIE = "onb_csrf"
+CSRF_FIELD = "csrf_token"
+LANGUAGE_COOKIE = "onb_lang"
+
+templates = make_environment(
+    ChoiceLoader([PackageLoader("onboarding", "templates"), PackageLoader("notifications", "templates")])
+)
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    """A session per request; the route commits what it means to keep, anything else rolls back."""
+    session: Session = request.app.state.session_factory()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+# --- problems (RFC 9457) -------------------------------------------------------------------------
+
+PROBLEM_TYPE = "https://onboarding.example/problems/"
+
+
+def problem(
+    status: int, title: str, detail: str | None = None, errors: list[FieldError] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE + title.lower().replace(" ", "-"),
+        "title": title,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    if errors is not None:
+        body["errors"] = [
+            {
+                "field": e.field,
+                "pointer": "/" + e.field.replace(".", "/"),
+                "message": e.message,
+                "code": e.code,
+            }
+            for e in errors
+        ]
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def _request_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        errors.append(
+            FieldError(".".join(loc) or "body", str(err.get("msg", "invalid")), str(err.get("type", "")))
+        )
+    return problem(422, "Invalid request", "One or more fields are invalid.", errors)
+
+
+def _validation_failed(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationFailed)
+    return problem(422, "Invalid request", "One or more fields are invalid.", exc.errors)
+
+
+def _not_found(request: Request, exc: Exception) -> Response:
+    return problem(404, "Not found", f"No such resource: {exc}")
+
+
+def _forbidden(request: Request, exc: Exception) -> Response:
+    return problem(403, "Forbidden", str(exc) or None)
+
+
+def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if request.url.path.startswith("/api/"):
+        response = problem(exc.status_code, str(exc.detail))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+    return render(
+        request, "error.html", {"status": exc.status_code, "detail": exc.detail}, status=exc.status_code
+    )
+
+
+EXCEPTION_HANDLERS = {
+    RequestValidationError: _request_validation,
+    ValidationFailed: _validation_failed,
+    NotFound: _not_found,
+    Forbidden: _forbidden,
+    StarletteHTTPException: _http_error,
+}
+
+
+# --- API callers ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiCaller:
+    name: str
+    scope: Scope
+
+
+def api_caller(request: Request, session: Session = Depends(db_session)) -> ApiCaller:
+    header = request.headers.get("authorization", "")
+    scheme, _, presented = header.partition(" ")
+    key = authenticate(session, presented.strip(), now=utcnow()) if scheme.lower() == "bearer" else None
+    if key is None:
+        raise HTTPException(401, "Missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    session.commit()  # keeps last_used_at
+    return ApiCaller(f"api:{key.name}", Scope(frozenset(key.countries) if key.countries else None))
+
+
+# --- CSRF ------------------------------------------------------------------------------------------
+
+
+def csrf_token(request: Request) -> str:
+    token = getattr(request.state, "csrf_token", None) or request.cookies.get(CSRF_COOKIE)
+    if not token or len(token) < 32:
+        token = secrets.token_urlsafe(32)
+    request.state.csrf_token = token
+    return token
+
+
+async def csrf_protect(request: Request) -> None:
+    """Double-submit check on every state-changing form, plus an Origin check where browsers send one."""
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        expected = {_origin(str(request.base_url)), _origin(settings_of(request).public_base_url)}
+        if _origin(origin) not in expected:
+            raise HTTPException(403, "Cross-site request refused.")
+    form = await request.form()
+    sent = form.get(CSRF_FIELD)
+    cookie = request.cookies.get(CSRF_COOKIE)
+    if not isinstance(sent, str) or not cookie or not secrets.compare_digest(sent, cookie):
+        raise HTTPException(
+            403, "The form has expired or came from another site. Reload the page and try again."
+        )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+# --- languages and pages ---------------------------------------------------------------------------
+
+
+def page_language(request: Request, default: str | None = None) -> str:
+    for candidate in (request.query_params.get("lang"), request.cookies.get(LANGUAGE_COOKIE), default):
+        found = normalise_language(candidate)
+        if found:
+            return found
+    return negotiate(request.headers.get("accept-language"))
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    *,
+    status: int = 200,
+    language: str | None = None,
+) -> HTMLResponse:
+    settings = settings_of(request)
+    lang = page_language(request, language)
+    token = csrf_token(request)
+    values = {
+        "request": request,
+        "brand": {"name": settings.brand_name, "colour": settings.brand_primary_colour},
+        "csrf_field": CSRF_FIELD,
+        "csrf_token": token,
+        "lang": lang,
+        "languages": LANGUAGES,
+        "path": request.url.path,
+        **context,
+    }
+    with use_language(lang):
+        body = templates.get_template(template).render(values)
+    response = HTMLResponse(body, status_code=status)
+    secure = settings.secure_cookies
+    if request.cookies.get(CSRF_COOKIE) != token:
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="lax", secure=secure, path="/")
+    if request.query_params.get("lang") and normalise_language(request.query_params["lang"]):
+        response.set_cookie(
+            LANGUAGE_COOKIE, lang, max_age=365 * 86400, samesite="lax", secure=secure, path="/"
+        )
+    return response

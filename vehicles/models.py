@@ -1,0 +1,98 @@
+"""Tables for dealers, the model catalogue and orders."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from onboarding.db import Base, UTCDateTime
+
+
+class Powertrain(StrEnum):
+    ICE = "ICE"
+    PHEV = "PHEV"
+    BEV = "BEV"
+
+
+class ProductionStatus(StrEnum):
+    ORDERED = "ordered"
+    IN_PRODUCTION = "in_production"
+    PRODUCED = "produced"
+    IN_TRANSIT = "in_transit"
+    AT_DEALER = "at_dealer"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+
+
+# Orders in these states are never invited (SPEC §3.1).
+CLOSED_STATUSES = frozenset({ProductionStatus.DELIVERED, ProductionStatus.CANCELLED})
+
+
+class Dealer(Base):
+    __tablename__ = "dealers"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    country: Mapped[str] = mapped_column(String(2), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    language: Mapped[str] = mapped_column(String(8))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class VehicleModel(Base):
+    __tablename__ = "vehicle_models"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    model_year: Mapped[int] = mapped_column(Integer)
+    powertrain: Mapped[str] = mapped_column(String(8))
+    requires_security_pin: Mapped[bool] = mapped_column(Boolean)
+    offers_data_pass: Mapped[bool] = mapped_column(Boolean)
+    # {"SE": ["navigation", "remote_climate"], ...}: connected services available per country.
+    services: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (Index("ix_orders_dealer_code_created_at", "dealer_code", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_number: Mapped[str] = mapped_column(String(64), unique=True)
+    dealer_code: Mapped[str] = mapped_column(ForeignKey("dealers.code"))
+    model_code: Mapped[str] = mapped_column(ForeignKey("vehicle_models.code"))
+    vin: Mapped[str | None] = mapped_column(String(17), index=True)
+    buyer_first_name: Mapped[str] = mapped_column(String(100))
+    buyer_last_name: Mapped[str] = mapped_column(String(100))
+    buyer_email: Mapped[str] = mapped_column(String(320), index=True)
+    buyer_phone: Mapped[str] = mapped_column(String(20))
+    country: Mapped[str] = mapped_column(String(2), index=True)
+    language: Mapped[str] = mapped_column(String(8))
+    planned_delivery_date: Mapped[date] = mapped_column(Date)
+    production_status: Mapped[str] = mapped_column(String(16), default=ProductionStatus.ORDERED)
+    # The day from which an invitation is due; NULL when none is due (already invited, closed,
+    # onboarded). Indexed so the scheduler's cost follows the due orders, not the table size.
+    invite_after: Mapped[date | None] = mapped_column(Date, index=True)
+    invited_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    onboarded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OrderEvent(Base):
+    """The order's timeline: what happened to it and when, for support and the staff portal."""
+
+    __tablename__ = "order_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    kind: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(120))
+    detail: Mapped[str | None] = mapped_column(Text)
