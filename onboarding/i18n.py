@@ -101,3 +101,8 @@ def make_environment(loader: BaseLoader) -> Environment:
     env.globals["LANGUAGES"] = LANGUAGES
     env.globals["current_language"] = current_language
     return env
+
+
+def N_(message: str) -> str:
+    """Marks a string for extraction into the catalogues; it is translated where it is shown."""
+    return message

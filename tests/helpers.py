@@ -1,0 +1,61 @@
+"""Small helpers shared by tests: building orders, running the scheduler, reading links."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import date, datetime
+from email.message import EmailMessage
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from notifications.email import body_parts
+from onboarding.db import transaction
+from onboarding.scheduler import JobReport, run_due_jobs
+from onboarding.settings import Settings
+from vehicles.schemas import OrderIn
+from vehicles.service import upsert_order, validate_order
+
+LINK = re.compile(r"https?://[^\s\"'<>]+/i/[A-Za-z0-9_\-]+")
+
+
+def order_payload(delivery: date, **overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "dealer_code": "SE-01",
+        "model_code": "E40",
+        "vin": None,
+        "buyer_first_name": "Astrid",
+        "buyer_last_name": "Lindqvist",
+        "buyer_email": "astrid@example.com",
+        "buyer_phone": "+46 70 123 45 67",
+        "country": "SE",
+        "language": "sv",
+        "planned_delivery_date": delivery.isoformat(),
+    }
+    payload.update(overrides)
+    return payload
+
+
+def put_order(
+    factory: sessionmaker[Session], settings: Settings, number: str, now: datetime, **payload: Any
+) -> None:
+    with transaction(factory) as session:
+        clean = validate_order(session, number, OrderIn.model_validate(payload), today=now.date())
+        upsert_order(session, clean, now=now, actor="test", lead_days=settings.invitation_lead_days)
+
+
+def run_jobs(factory: sessionmaker[Session], settings: Settings, now: datetime) -> JobReport:
+    return asyncio.run(run_due_jobs(factory, settings, now=lambda: now))
+
+
+def link_in(message: EmailMessage) -> str:
+    text, html = body_parts(message)
+    found = LINK.search(text)
+    assert found, f"no invitation link in: {text!r}"
+    assert html is not None and found.group(0) in html
+    return found.group(0)
+
+
+def path_of(link: str) -> str:
+    return "/" + link.split("/", 3)[3]
