@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onboarding.errors import FieldError, ValidationFailed
+from onboarding.i18n import N_
 from onboarding.models import Account, Consent
 from onboarding.passwords import password_problems
 from onboarding.settings import Settings
@@ -93,11 +94,11 @@ def create_account(
     for problem in password_problems(data.password, [email, first, last]):
         errors.append(FieldError("password", problem))
     if data.password != data.password_confirmation:
-        errors.append(FieldError("password_confirmation", "The two passwords differ."))
+        errors.append(FieldError("password_confirmation", N_("The two passwords differ.")))
     if data.birth_date is None:
-        errors.append(FieldError("birth_date", "Enter your date of birth."))
+        errors.append(FieldError("birth_date", N_("Enter your date of birth.")))
     elif data.birth_date > now.date() or data.birth_date.year < 1900:
-        errors.append(FieldError("birth_date", "Enter a real date of birth."))
+        errors.append(FieldError("birth_date", N_("Enter a real date of birth.")))
     elif age_on(data.birth_date, now.date()) < minimum_age(settings, country):
         errors.append(
             FieldError(
@@ -105,13 +106,15 @@ def create_account(
             )
         )
     if not data.accept_terms:
-        errors.append(FieldError("accept_terms", "Accept the terms of use to continue.", "required"))
+        errors.append(FieldError("accept_terms", N_("Accept the terms of use to continue."), "required"))
     if not data.accept_privacy:
         errors.append(
-            FieldError("accept_privacy", "Confirm that you have read the privacy notice.", "required")
+            FieldError("accept_privacy", N_("Confirm that you have read the privacy notice."), "required")
         )
     if not errors and find_account(session, email) is not None:
-        errors.append(FieldError("email", "This email address has an ID already; log in instead.", "exists"))
+        errors.append(
+            FieldError("email", N_("This email address has an ID already; log in instead."), "exists")
+        )
     if errors:
         raise ValidationFailed(errors)
     assert data.birth_date is not None

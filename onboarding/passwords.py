@@ -12,9 +12,15 @@ from collections.abc import Iterator, Sequence
 from functools import cache
 from importlib import resources
 
+from onboarding.i18n import N_
+
 MIN_PASSWORD_LENGTH = 10
 # Short fragments like "Li" or "Bo" would flag far too many good passwords.
 MIN_PERSONAL_LENGTH = 4
+
+# A fixed sentence rather than an f-string, so the catalogues can translate it; the number must stay in
+# step with MIN_PASSWORD_LENGTH (tests/test_i18n.py checks).
+PASSWORD_TOO_SHORT = N_("The password must be at least 10 characters long.")
 
 _COMMON_PACKAGE = "onboarding"
 _COMMON_RESOURCE = ("data", "common-passwords.txt.gz")
@@ -51,13 +57,13 @@ def _personal_fragments(personal: Sequence[str]) -> Iterator[str]:
 def password_problems(password: str, personal: Sequence[str] = ()) -> list[str]:
     problems: list[str] = []
     if len(password) < MIN_PASSWORD_LENGTH:
-        problems.append(f"The password must be at least {MIN_PASSWORD_LENGTH} characters long.")
+        problems.append(PASSWORD_TOO_SHORT)
     if is_common_password(password):
-        problems.append("This password is too common and easy to guess; please choose another one.")
+        problems.append(N_("This password is too common and easy to guess; please choose another one."))
     lowered = password.lower()
     if any(
         len(fragment) >= MIN_PERSONAL_LENGTH and fragment in lowered
         for fragment in _personal_fragments(personal)
     ):
-        problems.append("The password must not contain your name or email address.")
+        problems.append(N_("The password must not contain your name or email address."))
     return problems

@@ -73,7 +73,7 @@ def _sqlite_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
 
 
 @pytest.fixture(scope="session")
-def _postgres_db() -> Iterator[Database]:
+def _postgresql_db() -> Iterator[Database]:
     if not PG_URL:
         pytest.skip("PostgreSQL tests need ONBOARDING_TEST_DATABASE_URL (CI sets it)")
     url, admin = _fresh_postgres_database(PG_URL)

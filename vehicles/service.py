@@ -315,7 +315,10 @@ def upsert_order(
     created = order is None
     if order is None:
         order = Order(
-            order_number=clean.order_number, created_at=now, production_status=ProductionStatus.ORDERED
+            order_number=clean.order_number,
+            created_at=now,
+            updated_at=now,
+            production_status=ProductionStatus.ORDERED,
         )
         session.add(order)
     changed = [name for name in _TRACKED if getattr(order, name, None) != getattr(clean, name)]

@@ -1,0 +1,200 @@
+"""The spine end to end: order through the API → scheduler → email at a real SMTP server → link
+opened → ID created → the order's onboarding state updated."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from onboarding.accounts import verify_password
+from onboarding.clock import utcnow
+from onboarding.models import Account, Consent, Invitation
+from onboarding.settings import Settings
+from tests.conftest import Database, SmtpServer
+from tests.helpers import link_in, order_payload, path_of, run_jobs
+
+PASSWORD = "violet-harbour-kettle-42"
+
+
+def _create_form(client: TestClient, **overrides: str) -> dict[str, str]:
+    page = client.get("/activate/id")
+    assert page.status_code == 200
+    form = {
+        "csrf_token": client.cookies["onb_csrf"],
+        "first_name": "Astrid",
+        "last_name": "Lindqvist",
+        "birth_date": "1985-04-12",
+        "country": "SE",
+        "language": "sv",
+        "password": PASSWORD,
+        "password_confirmation": PASSWORD,
+        "accept_terms": "true",
+        "accept_privacy": "true",
+    }
+    form.update(overrides)
+    return form
+
+
+def test_order_to_created_id(
+    db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer, api_headers: dict[str, str]
+) -> None:
+    from onboarding.app import create_app
+
+    now = utcnow()
+    app = create_app(smtp_settings, session_factory=db.factory)
+    with TestClient(app) as client:
+        created = client.put(
+            "/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=5)).date()), headers=api_headers
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["onboarding"]["stage"] == "due"
+
+        report = run_jobs(db.factory, smtp_settings, now)
+        assert (report.invited, report.sent) == (1, 1)
+        [message] = smtp.mailbox.to("astrid@example.com")
+        assert message["Auto-Submitted"] == "auto-generated"
+        assert message["Message-ID"] and message["Date"]
+        assert "Nordlicht E40" in message["Subject"]
+        link = link_in(message)
+        assert link.startswith("http://testserver/i/")
+
+        state = client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]
+        assert state["stage"] == "invited"
+        assert state["invitation"]["state"] == "valid" and state["invitation"]["sent_at"]
+
+        opened = client.get(path_of(link), follow_redirects=False)
+        assert opened.status_code == 303 and opened.headers["location"] == "/activate"
+        landing = client.get("/activate")
+        assert landing.status_code == 200
+        for fact in ("Nordlicht E40", "Centre Stockholm"):
+            assert fact in landing.text
+        assert client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]["stage"] == "opened"
+
+        done = client.post("/activate/id", data=_create_form(client), follow_redirects=False)
+        assert done.status_code == 303, done.text
+        assert client.get(done.headers["location"]).status_code == 200
+
+        state = client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]
+        assert state["stage"] == "completed"
+        assert state["id_created_at"] is not None
+
+        # Single use: the link no longer opens the flow once activation is complete.
+        assert client.get(path_of(link), follow_redirects=False).status_code == 410
+
+    with db.factory() as session:
+        account = session.scalar(select(Account).where(Account.email == "astrid@example.com"))
+        assert account is not None and account.email_verified_at is not None
+        assert account.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+        assert verify_password(account, PASSWORD) and not verify_password(account, PASSWORD + "x")
+        consents = {(c.kind, c.text_version) for c in session.scalars(select(Consent))}
+        assert consents == {("terms", smtp_settings.terms_version), ("privacy_notice", smtp_settings.privacy_version)}
+        invitation = session.scalars(select(Invitation)).one()
+        assert invitation.account_id == account.id and invitation.completed_at is not None
+        # Only a hash of the token and nothing recoverable is kept once the flow is complete.
+        assert invitation.token_sealed is None
+        assert link.rsplit("/", 1)[1] not in invitation.token_hash
+
+
+def test_existing_id_logs_in_and_the_car_joins_it(
+    db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
+) -> None:
+    now = utcnow()
+    delivery = (now + timedelta(days=3)).date()
+    for number in ("SO-1", "SO-2"):
+        client.put(f"/api/v1/orders/{number}", json=order_payload(delivery), headers=api_headers)
+    run_jobs(db.factory, settings, now)
+    links = _dev_mailbox_links(client)
+    assert len(links) == 2
+
+    client.get(path_of(links[0]))
+    assert client.post("/activate/id", data=_create_form(client), follow_redirects=False).status_code == 303
+
+    client.cookies.clear()
+    client.get(path_of(links[1]))
+    page = client.get("/activate/id")
+    assert "You already have an ID" in page.text or "already" in page.text.lower()
+    wrong = client.post(
+        "/activate/login", data={"csrf_token": client.cookies["onb_csrf"], "password": "not-the-password-1"}
+    )
+    assert wrong.status_code == 401
+    ok = client.post(
+        "/activate/login",
+        data={"csrf_token": client.cookies["onb_csrf"], "password": PASSWORD},
+        follow_redirects=False,
+    )
+    assert ok.status_code == 303
+    with db.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Account)) == 1
+    for number in ("SO-1", "SO-2"):
+        assert client.get(f"/api/v1/orders/{number}", headers=api_headers).json()["onboarding"]["stage"] == "completed"
+
+
+def _dev_mailbox_links(client: TestClient) -> list[str]:
+    from notifications.models import DevMailboxMessage
+    from tests.helpers import LINK
+
+    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    with factory() as session:
+        bodies = [m.text_body for m in session.scalars(select(DevMailboxMessage).order_by(DevMailboxMessage.id))]
+    return [found.group(0) for body in bodies if (found := LINK.search(body))]
+
+
+def test_id_form_refuses_bad_input_and_stores_nothing(
+    db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
+) -> None:
+    now = utcnow()
+    client.put("/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=3)).date()), headers=api_headers)
+    run_jobs(db.factory, settings, now)
+    [link] = _dev_mailbox_links(client)
+    client.get(path_of(link))
+    too_young = (now.date().replace(year=now.year - 15)).isoformat()
+    cases = {
+        "password": {"password": "password123", "password_confirmation": "password123"},
+        "password_confirmation": {"password_confirmation": PASSWORD + "-different"},
+        "birth_date": {"birth_date": too_young},
+        "accept_terms": {"accept_terms": ""},
+        "accept_privacy": {"accept_privacy": ""},
+        "first_name": {"first_name": "  "},
+    }
+    for field_name, overrides in cases.items():
+        form = _create_form(client, **overrides)
+        form = {k: v for k, v in form.items() if v != ""}
+        response = client.post("/activate/id", data=form)
+        assert response.status_code == 422, field_name
+        assert f'id="{field_name}-error"' in response.text, field_name
+    with db.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Account)) == 0
+
+
+def test_the_email_in_the_form_is_ignored(
+    db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
+) -> None:
+    now = utcnow()
+    client.put("/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=3)).date()), headers=api_headers)
+    run_jobs(db.factory, settings, now)
+    [link] = _dev_mailbox_links(client)
+    client.get(path_of(link))
+    form = _create_form(client)
+    form["email"] = "attacker@example.com"
+    assert client.post("/activate/id", data=form, follow_redirects=False).status_code == 303
+    with db.factory() as session:
+        assert [a.email for a in session.scalars(select(Account))] == ["astrid@example.com"]
+
+
+def test_form_post_without_csrf_token_is_refused(
+    db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
+) -> None:
+    now = utcnow()
+    client.put("/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=3)).date()), headers=api_headers)
+    run_jobs(db.factory, settings, now)
+    [link] = _dev_mailbox_links(client)
+    client.get(path_of(link))
+    form = _create_form(client)
+    del form["csrf_token"]
+    assert client.post("/activate/id", data=form).status_code == 403
+    cross_site = _create_form(client)
+    assert client.post("/activate/id", data=cross_site, headers={"Origin": "https://evil.example"}).status_code == 403
+    with db.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Account)) == 0
