@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
-import notifications.models
-import onboarding.models
-import vehicles.models  # noqa: F401  (every table must be imported for autogenerate)
 from alembic import context
+
+from onboarding import all_models
 from onboarding.db import Base, make_engine
 from onboarding.settings import Settings
 
@@ -17,7 +16,7 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
-_ = (notifications.models, onboarding.models)
+assert all_models.TABLE_MODULES  # every table is known to autogenerate
 
 
 def _url() -> str:

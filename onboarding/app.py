@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request, Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications import pages as mailbox_pages
-from onboarding import pages
+from onboarding import all_models, pages
 from onboarding.db import make_engine, make_session_factory
 from onboarding.logconfig import configure_logging
 from onboarding.scheduler import start_background
@@ -32,6 +32,7 @@ def create_app(
     session_factory: sessionmaker[Session] | None = None,
     run_scheduler: bool = False,
 ) -> FastAPI:
+    assert all_models.TABLE_MODULES
     settings = settings or get_settings()
     configure_logging()
     factory = session_factory or make_session_factory(make_engine(settings.database_url))

@@ -9,14 +9,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.orm import Session, sessionmaker
 
-from onboarding import migrations
+from onboarding import all_models, migrations
 from onboarding.clock import utcnow
 from onboarding.db import make_engine, make_session_factory, transaction
 from onboarding.errors import ValidationFailed
 from onboarding.settings import get_settings
 
-app = typer.Typer(help="Connected-services onboarding.", no_args_is_help=True, add_completion=False)
+# Tracebacks never print local variables: they may hold keys or personal data.
+app = typer.Typer(
+    help="Connected-services onboarding.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 orders_app = typer.Typer(help="Orders.", no_args_is_help=True)
 scheduler_app = typer.Typer(help="Scheduled jobs.", no_args_is_help=True)
@@ -27,7 +34,8 @@ app.add_typer(scheduler_app, name="scheduler")
 app.add_typer(keys_app, name="api-keys")
 
 
-def _factory():  # type: ignore[no-untyped-def]
+def _factory() -> sessionmaker[Session]:
+    assert all_models.TABLE_MODULES
     return make_session_factory(make_engine(get_settings().database_url))
 
 

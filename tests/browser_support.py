@@ -31,9 +31,7 @@ def require_chromium() -> str:
     """The Chromium executable; skip (or fail when ONBOARDING_REQUIRE_BROWSER=1) if it is absent."""
     if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK):
         return str(CHROMIUM)
-    reason = (
-        f"Chromium not found at {CHROMIUM}: install Debian's 'chromium' package to run the browser tests"
-    )
+    reason = f"Chromium not found at {CHROMIUM}: install Debian's 'chromium' package to run the browser tests"
     if os.environ.get("ONBOARDING_REQUIRE_BROWSER") == "1":
         pytest.fail(reason + " (ONBOARDING_REQUIRE_BROWSER=1 makes this an error)", pytrace=False)
     pytest.skip(reason)

@@ -181,7 +181,9 @@ def test_form_errors_are_shown_next_to_the_fields(
     expect(page).to_have_url(f"{live.url}/activate/id")
 
     fill_id_form(page, password="password123", confirmation="password124")
-    with page.expect_response(lambda r: r.url.endswith("/activate/id") and r.request.method == "POST") as info:
+    with page.expect_response(
+        lambda r: r.url.endswith("/activate/id") and r.request.method == "POST"
+    ) as info:
         page.get_by_role("button", name="Create ID and continue").click()
     assert info.value.status == 422
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -25,8 +26,13 @@ def test_smtp_down_loses_nothing_and_sends_once_when_back(
     db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer
 ) -> None:
     for n in range(5):
-        put_order(db.factory, smtp_settings, f"A{n}", NOW,
-                  **order_payload((NOW + 5 * DAY).date(), buyer_email=f"buyer{n}@example.com"))
+        put_order(
+            db.factory,
+            smtp_settings,
+            f"A{n}",
+            NOW,
+            **order_payload((NOW + 5 * DAY).date(), buyer_email=f"buyer{n}@example.com"),
+        )
     smtp.stop()
     report = run_jobs(db.factory, smtp_settings, NOW)
     assert (report.invited, report.sent) == (5, 0) and report.failed > 0
@@ -59,7 +65,7 @@ def test_backoff_grows_and_is_capped() -> None:
 
     waits = [backoff(n).total_seconds() for n in range(1, 12)]
     assert 27 <= waits[0] <= 33
-    assert all(later >= earlier * 0.8 for earlier, later in zip(waits, waits[1:], strict=False))
+    assert all(later >= earlier * 0.8 for earlier, later in itertools.pairwise(waits))
     assert max(waits) <= 3600 * 1.1
 
 
@@ -120,12 +126,15 @@ def test_four_schedulers_at_once_send_each_invitation_exactly_once(
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "onboarding.cli", "scheduler", "run-once"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(4)
     ]
     outputs = [p.communicate(timeout=300) for p in processes]
-    for process, (out, err) in zip(processes, outputs, strict=True):
+    for process, (_out, err) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, err
     invited_per_process = [int(out.split("invited ")[1].split(",")[0]) for out, _ in outputs]
     print("invitations created per process:", invited_per_process)

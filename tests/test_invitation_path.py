@@ -70,7 +70,9 @@ def test_order_to_created_id(
         assert landing.status_code == 200
         for fact in ("Nordlicht E40", "Centre Stockholm"):
             assert fact in landing.text
-        assert client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]["stage"] == "opened"
+        assert (
+            client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]["stage"] == "opened"
+        )
 
         done = client.post("/activate/id", data=_create_form(client), follow_redirects=False)
         assert done.status_code == 303, done.text
@@ -89,7 +91,10 @@ def test_order_to_created_id(
         assert account.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
         assert verify_password(account, PASSWORD) and not verify_password(account, PASSWORD + "x")
         consents = {(c.kind, c.text_version) for c in session.scalars(select(Consent))}
-        assert consents == {("terms", smtp_settings.terms_version), ("privacy_notice", smtp_settings.privacy_version)}
+        assert consents == {
+            ("terms", smtp_settings.terms_version),
+            ("privacy_notice", smtp_settings.privacy_version),
+        }
         invitation = session.scalars(select(Invitation)).one()
         assert invitation.account_id == account.id and invitation.completed_at is not None
         # Only a hash of the token and nothing recoverable is kept once the flow is complete.
@@ -128,7 +133,10 @@ def test_existing_id_logs_in_and_the_car_joins_it(
     with db.factory() as session:
         assert session.scalar(select(func.count()).select_from(Account)) == 1
     for number in ("SO-1", "SO-2"):
-        assert client.get(f"/api/v1/orders/{number}", headers=api_headers).json()["onboarding"]["stage"] == "completed"
+        assert (
+            client.get(f"/api/v1/orders/{number}", headers=api_headers).json()["onboarding"]["stage"]
+            == "completed"
+        )
 
 
 def _dev_mailbox_links(client: TestClient) -> list[str]:
@@ -137,7 +145,9 @@ def _dev_mailbox_links(client: TestClient) -> list[str]:
 
     factory = client.app.state.session_factory  # type: ignore[attr-defined]
     with factory() as session:
-        bodies = [m.text_body for m in session.scalars(select(DevMailboxMessage).order_by(DevMailboxMessage.id))]
+        bodies = [
+            m.text_body for m in session.scalars(select(DevMailboxMessage).order_by(DevMailboxMessage.id))
+        ]
     return [found.group(0) for body in bodies if (found := LINK.search(body))]
 
 
@@ -145,7 +155,9 @@ def test_id_form_refuses_bad_input_and_stores_nothing(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
     now = utcnow()
-    client.put("/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=3)).date()), headers=api_headers)
+    client.put(
+        "/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=3)).date()), headers=api_headers
+    )
     run_jobs(db.factory, settings, now)
     [link] = _dev_mailbox_links(client)
     client.get(path_of(link))
@@ -172,7 +184,9 @@ def test_the_email_in_the_form_is_ignored(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
     now = utcnow()
-    client.put("/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=3)).date()), headers=api_headers)
+    client.put(
+        "/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=3)).date()), headers=api_headers
+    )
     run_jobs(db.factory, settings, now)
     [link] = _dev_mailbox_links(client)
     client.get(path_of(link))
@@ -187,7 +201,9 @@ def test_form_post_without_csrf_token_is_refused(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
     now = utcnow()
-    client.put("/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=3)).date()), headers=api_headers)
+    client.put(
+        "/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=3)).date()), headers=api_headers
+    )
     run_jobs(db.factory, settings, now)
     [link] = _dev_mailbox_links(client)
     client.get(path_of(link))
@@ -195,6 +211,9 @@ def test_form_post_without_csrf_token_is_refused(
     del form["csrf_token"]
     assert client.post("/activate/id", data=form).status_code == 403
     cross_site = _create_form(client)
-    assert client.post("/activate/id", data=cross_site, headers={"Origin": "https://evil.example"}).status_code == 403
+    assert (
+        client.post("/activate/id", data=cross_site, headers={"Origin": "https://evil.example"}).status_code
+        == 403
+    )
     with db.factory() as session:
         assert session.scalar(select(func.count()).select_from(Account)) == 0

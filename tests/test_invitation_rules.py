@@ -22,7 +22,9 @@ DAY = timedelta(days=1)
 
 
 def _sent(smtp: SmtpServer, purpose_word: str = "") -> list[str]:
-    return [str(m["Subject"]) for m in smtp.mailbox.messages if purpose_word.lower() in str(m["Subject"]).lower()]
+    return [
+        str(m["Subject"]) for m in smtp.mailbox.messages if purpose_word.lower() in str(m["Subject"]).lower()
+    ]
 
 
 def test_invited_when_delivery_is_14_days_away_not_before(
@@ -39,14 +41,30 @@ def test_invited_when_delivery_is_14_days_away_not_before(
     assert len(smtp.mailbox.messages) == 1
 
 
-def test_late_order_is_invited_at_once(db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer) -> None:
+def test_late_order_is_invited_at_once(
+    db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer
+) -> None:
     put_order(db.factory, smtp_settings, "A", NOW, **order_payload((NOW + 2 * DAY).date()))
     assert run_jobs(db.factory, smtp_settings, NOW).sent == 1
 
 
-def test_closed_orders_are_not_invited(db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer) -> None:
-    put_order(db.factory, smtp_settings, "C", NOW, **order_payload((NOW + 2 * DAY).date(), production_status="cancelled"))
-    put_order(db.factory, smtp_settings, "D", NOW, **order_payload((NOW + 2 * DAY).date(), production_status="delivered"))
+def test_closed_orders_are_not_invited(
+    db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer
+) -> None:
+    put_order(
+        db.factory,
+        smtp_settings,
+        "C",
+        NOW,
+        **order_payload((NOW + 2 * DAY).date(), production_status="cancelled"),
+    )
+    put_order(
+        db.factory,
+        smtp_settings,
+        "D",
+        NOW,
+        **order_payload((NOW + 2 * DAY).date(), production_status="delivered"),
+    )
     assert run_jobs(db.factory, smtp_settings, NOW).invited == 0
 
 
@@ -56,9 +74,21 @@ def test_date_moved_later_defers_and_moved_earlier_sends(
     put_order(db.factory, smtp_settings, "A", NOW, **order_payload((NOW + 30 * DAY).date()))
     # Moved earlier into the window: due at once.
     put_order(db.factory, smtp_settings, "A", NOW, **order_payload((NOW + 10 * DAY).date()))
-    put_order(db.factory, smtp_settings, "B", NOW, **order_payload((NOW + 10 * DAY).date(), buyer_email="b@example.com"))
+    put_order(
+        db.factory,
+        smtp_settings,
+        "B",
+        NOW,
+        **order_payload((NOW + 10 * DAY).date(), buyer_email="b@example.com"),
+    )
     # B's date moved later before sending: deferred.
-    put_order(db.factory, smtp_settings, "B", NOW, **order_payload((NOW + 40 * DAY).date(), buyer_email="b@example.com"))
+    put_order(
+        db.factory,
+        smtp_settings,
+        "B",
+        NOW,
+        **order_payload((NOW + 40 * DAY).date(), buyer_email="b@example.com"),
+    )
     run_jobs(db.factory, smtp_settings, NOW)
     assert [m["To"] for m in smtp.mailbox.messages] == ["astrid@example.com"]
     run_jobs(db.factory, smtp_settings, NOW + 25 * DAY)
@@ -88,7 +118,9 @@ def test_one_reminder_on_day_seven_with_the_same_link(
         assert invitation.reminded_at is not None and invitation.token_sealed is None
 
 
-def test_no_reminder_once_finished(db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer) -> None:
+def test_no_reminder_once_finished(
+    db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer
+) -> None:
     put_order(db.factory, smtp_settings, "A", NOW, **order_payload((NOW + 10 * DAY).date()))
     run_jobs(db.factory, smtp_settings, NOW)
     token = link_in(smtp.mailbox.messages[0]).rsplit("/", 1)[1]
@@ -106,7 +138,10 @@ def test_link_valid_for_14_days_from_sending(
     run_jobs(db.factory, smtp_settings, NOW)
     token = link_in(smtp.mailbox.messages[0]).rsplit("/", 1)[1]
     with db.factory() as session:
-        assert invitations.resolve_link(session, token, now=NOW + 14 * DAY - timedelta(seconds=1)).state is LinkState.VALID
+        assert (
+            invitations.resolve_link(session, token, now=NOW + 14 * DAY - timedelta(seconds=1)).state
+            is LinkState.VALID
+        )
         assert invitations.resolve_link(session, token, now=NOW + 14 * DAY).state is LinkState.EXPIRED
         assert invitations.resolve_link(session, token + "x", now=NOW).state is LinkState.UNKNOWN
     # Expired links are not re-invited automatically: the buyer asks for a new one.
@@ -135,7 +170,9 @@ def test_new_invitation_revokes_the_previous_link(
     run_jobs(db.factory, smtp_settings, NOW)
     first = link_in(smtp.mailbox.messages[0]).rsplit("/", 1)[1]
     with transaction(db.factory) as session:
-        invitations.reissue(session, get_order(session, "A"), now=NOW + DAY, actor="staff:test", reason="resend")
+        invitations.reissue(
+            session, get_order(session, "A"), now=NOW + DAY, actor="staff:test", reason="resend"
+        )
     with db.factory() as session:
         assert invitations.resolve_link(session, first, now=NOW + DAY).state is LinkState.REVOKED
     run_jobs(db.factory, smtp_settings, NOW + DAY)
@@ -153,14 +190,21 @@ def test_changed_email_revokes_and_reinvites(
     put_order(db.factory, smtp_settings, "A", NOW, **order_payload((NOW + 10 * DAY).date()))
     run_jobs(db.factory, smtp_settings, NOW)
     first = link_in(smtp.mailbox.messages[0]).rsplit("/", 1)[1]
-    put_order(db.factory, smtp_settings, "A", NOW + DAY,
-              **order_payload((NOW + 10 * DAY).date(), buyer_email="new@example.com"))
+    put_order(
+        db.factory,
+        smtp_settings,
+        "A",
+        NOW + DAY,
+        **order_payload((NOW + 10 * DAY).date(), buyer_email="new@example.com"),
+    )
     with db.factory() as session:
         assert invitations.resolve_link(session, first, now=NOW + DAY).state is LinkState.REVOKED
     run_jobs(db.factory, smtp_settings, NOW + DAY)
     assert [m["To"] for m in smtp.mailbox.messages] == ["astrid@example.com", "new@example.com"]
     with db.factory() as session:
-        states = [(i.email, i.revoked_reason) for i in session.scalars(select(Invitation).order_by(Invitation.id))]
+        states = [
+            (i.email, i.revoked_reason) for i in session.scalars(select(Invitation).order_by(Invitation.id))
+        ]
     assert states == [("astrid@example.com", "superseded"), ("new@example.com", None)]
 
 
@@ -171,7 +215,9 @@ def test_cancelled_order_kills_the_link(
     run_jobs(db.factory, smtp_settings, NOW)
     token = link_in(smtp.mailbox.messages[0]).rsplit("/", 1)[1]
     with transaction(db.factory) as session:
-        set_status(session, get_order(session, "A"), ProductionStatus.CANCELLED, now=NOW, actor="t", lead_days=14)
+        set_status(
+            session, get_order(session, "A"), ProductionStatus.CANCELLED, now=NOW, actor="t", lead_days=14
+        )
     with db.factory() as session:
         assert invitations.resolve_link(session, token, now=NOW + DAY).state is LinkState.REVOKED
     assert run_jobs(db.factory, smtp_settings, NOW + 7 * DAY).reminded == 0
@@ -202,7 +248,9 @@ def test_outbox_payload_is_encrypted_and_erased_after_delivery(
     queue_due_work(db.factory, smtp_settings, now=NOW)
     with db.factory() as session:
         message = session.scalars(select(OutboxMessage)).one()
-        assert message.payload is not None and b"/i/" not in message.payload and b"Astrid" not in message.payload
+        assert (
+            message.payload is not None and b"/i/" not in message.payload and b"Astrid" not in message.payload
+        )
     run_jobs(db.factory, smtp_settings, NOW)
     with db.factory() as session:
         message = session.scalars(select(OutboxMessage)).one()
