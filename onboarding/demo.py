@@ -180,7 +180,7 @@ def seed_demo(session: Session, settings: Settings, *, now: datetime) -> list[st
             country=country,
             language=lang,
             planned_delivery_date=(now + timedelta(days=days)).date(),
-            production_status=status,  # type: ignore[arg-type]
+            production_status=status,
         )
         clean = validate_order(session, number, data, today=now.date())
         upsert_order(session, clean, now=now, actor="demo", lead_days=settings.invitation_lead_days)

@@ -97,10 +97,10 @@ def db(request: pytest.FixtureRequest) -> Iterator[Database]:
 def settings(db: Database, tmp_path: Path) -> Settings:
     return Settings(
         database_url=db.url,
-        secret_key="test-secret-" + "x" * 40,  # type: ignore[arg-type]
+        secret_key="test-secret-" + "x" * 40,
         public_base_url="http://testserver",
         smtp_host=None,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 

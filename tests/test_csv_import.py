@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from onboarding.db import transaction
 from tests.conftest import NOW, Database
 from vehicles.models import Order
-from vehicles.service import CSV_COLUMNS, import_orders_csv
+from vehicles.service import CSV_COLUMNS, ImportReport, import_orders_csv
 
 DELIVERY = (NOW + timedelta(days=30)).date().isoformat()
 GOOD = f"O-1,SE-01,E40,,Astrid,Lindqvist,astrid@example.com,+46701234567,SE,sv,{DELIVERY}"
@@ -32,9 +32,11 @@ def _count(db: Database) -> int:
         return session.scalar(select(func.count()).select_from(Order)) or 0
 
 
-def _import(db: Database, text: str, **options: bool):  # type: ignore[no-untyped-def]
+def _import(db: Database, text: str, *, dry_run: bool = False, skip_invalid: bool = False) -> ImportReport:
     with transaction(db.factory) as session:
-        return import_orders_csv(session, text, now=NOW, actor="test", lead_days=14, **options)
+        return import_orders_csv(
+            session, text, now=NOW, actor="test", lead_days=14, dry_run=dry_run, skip_invalid=skip_invalid
+        )
 
 
 def test_dry_run_validates_and_stores_nothing(db: Database, reference: None) -> None:

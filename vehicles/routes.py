@@ -50,7 +50,7 @@ def _model_out(m: VehicleModel) -> VehicleModelOut:
         code=m.code,
         name=m.name,
         model_year=m.model_year,
-        powertrain=m.powertrain,  # type: ignore[arg-type]
+        powertrain=m.powertrain,
         requires_security_pin=m.requires_security_pin,
         offers_data_pass=m.offers_data_pass,
         services=m.services,

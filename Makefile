@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine (Python 3.11+): `make serve` and `make test`.
+# Both create .venv and install the project on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: serve test lint bench
+
+$(BIN)/onboarding: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+# Serves on http://127.0.0.1:8000 with SQLite under var/, demo data, and the development mailbox.
+serve: $(BIN)/onboarding
+	$(BIN)/onboarding demo
+	$(BIN)/onboarding serve
+
+lint: $(BIN)/onboarding
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# SQLite always; PostgreSQL too when ONBOARDING_TEST_DATABASE_URL is set; browser tests when Chromium is there.
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/onboarding
+	$(BIN)/python bench/invitations.py
