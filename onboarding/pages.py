@@ -14,6 +14,7 @@ from onboarding import activation, invitations
 from onboarding.accounts import NewAccount, create_account, find_account, verify_password
 from onboarding.clock import utcnow
 from onboarding.errors import FieldError, ValidationFailed
+from onboarding.i18n import N_
 from onboarding.invitations import LinkState, LinkView
 from onboarding.support_requests import record_request
 from onboarding.web import csrf_protect, db_session, render, settings_of
@@ -208,7 +209,7 @@ def create_id(
         errors = exc.errors
         if birth_date and data.birth_date is None:
             errors = [e for e in errors if e.field != "birth_date"]
-            errors.append(FieldError("birth_date", "Use the form YYYY-MM-DD."))
+            errors.append(FieldError("birth_date", N_("Use the form YYYY-MM-DD.")))
         values = {
             "first_name": first_name,
             "last_name": last_name,
@@ -235,7 +236,7 @@ def login_existing(request: Request, session: Db, password: Annotated[str, Form(
             session,
             view,
             status=401,
-            errors=[FieldError("password", "That password is not correct.")],
+            errors=[FieldError("password", N_("That password is not correct."))],
         )
     assert account is not None
     invitations.attach_account(session, view, account, now=utcnow(), created=False)

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from onboarding.api_keys import authenticate
 from onboarding.clock import utcnow
 from onboarding.errors import FieldError, Forbidden, NotFound, ValidationFailed
-from onboarding.i18n import LANGUAGES, make_environment, negotiate, normalise_language, use_language
+from onboarding.i18n import LANGUAGES, N_, make_environment, negotiate, normalise_language, use_language
 from onboarding.settings import Settings
 from vehicles.service import Scope
 
@@ -156,13 +156,13 @@ async def csrf_protect(request: Request) -> None:
     if origin and origin != "null":
         expected = {_origin(str(request.base_url)), _origin(settings_of(request).public_base_url)}
         if _origin(origin) not in expected:
-            raise HTTPException(403, "Cross-site request refused.")
+            raise HTTPException(403, N_("Cross-site request refused."))
     form = await request.form()
     sent = form.get(CSRF_FIELD)
     cookie = request.cookies.get(CSRF_COOKIE)
     if not isinstance(sent, str) or not cookie or not secrets.compare_digest(sent, cookie):
         raise HTTPException(
-            403, "The form has expired or came from another site. Reload the page and try again."
+            403, N_("The form has expired or came from another site. Reload the page and try again.")
         )
 
 

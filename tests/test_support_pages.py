@@ -16,9 +16,15 @@ from tests.helpers import order_payload, path_of, run_jobs
 from tests.test_invitation_path import _dev_mailbox_links
 
 
-def _invite(client: TestClient, db: Database, settings: Settings, api_headers: dict[str, str], **fields: str) -> str:
+def _invite(
+    client: TestClient, db: Database, settings: Settings, api_headers: dict[str, str], **fields: str
+) -> str:
     now = utcnow()
-    client.put("/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=4)).date(), **fields), headers=api_headers)
+    client.put(
+        "/api/v1/orders/SO-1",
+        json=order_payload((now + timedelta(days=4)).date(), **fields),
+        headers=api_headers,
+    )
     run_jobs(db.factory, settings, now)
     [link] = _dev_mailbox_links(client)
     return link
@@ -37,7 +43,10 @@ def test_unknown_link_explains_and_takes_a_request(db: Database, reference: None
     with db.factory() as session:
         [row] = session.scalars(select(SupportRequest))
         assert (row.kind, row.country, row.routed_to, row.contact_email) == (
-            "new_invitation", "NO", "smartmobility@no.nordlicht-motors.example", "lost@example.com",
+            "new_invitation",
+            "NO",
+            "smartmobility@no.nordlicht-motors.example",
+            "lost@example.com",
         )
         [notice] = session.scalars(select(OutboxMessage).where(OutboxMessage.purpose == "support_request"))
         assert notice.recipient == row.routed_to
@@ -46,7 +55,8 @@ def test_unknown_link_explains_and_takes_a_request(db: Database, reference: None
 def test_request_form_names_the_bad_field(db: Database, client: TestClient) -> None:
     client.get("/invitation/request")
     response = client.post(
-        "/invitation/request", data={"csrf_token": client.cookies["onb_csrf"], "email": "nope", "country": "SE"}
+        "/invitation/request",
+        data={"csrf_token": client.cookies["onb_csrf"], "email": "nope", "country": "SE"},
     )
     assert response.status_code == 422 and 'id="email-error"' in response.text
     with db.factory() as session:
@@ -62,12 +72,18 @@ def test_expired_link_request_is_routed_to_the_buyers_country(
     page = client.get(path_of(link))
     assert page.status_code == 410 and 'lang="sv"' in page.text  # in the order's language
     token = link.rsplit("/", 1)[1]
-    response = client.post("/invitation/request", data={"csrf_token": client.cookies["onb_csrf"], "token": token})
+    response = client.post(
+        "/invitation/request", data={"csrf_token": client.cookies["onb_csrf"], "token": token}
+    )
     assert response.status_code == 200
     run_jobs(db.factory, settings, utcnow())
     with db.factory() as session:
         [row] = session.scalars(select(SupportRequest))
-        assert (row.country, row.routed_to, row.dealer_code) == ("SE", "smartmobility@se.nordlicht-motors.example", "SE-01")
+        assert (row.country, row.routed_to, row.dealer_code) == (
+            "SE",
+            "smartmobility@se.nordlicht-motors.example",
+            "SE-01",
+        )
         assert row.order_id is not None and row.contact_email == "astrid@example.com"
         notices = [m for m in session.scalars(select(DevMailboxMessage)) if m.recipient == row.routed_to]
         assert len(notices) == 1 and "SO-1" in notices[0].text_body
@@ -76,8 +92,16 @@ def test_expired_link_request_is_routed_to_the_buyers_country(
 def test_unlisted_country_routes_to_the_dealer_with_a_note(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
-    link = _invite(client, db, settings, api_headers, country="ZA", dealer_code="ZA-01",
-                   buyer_phone="+27 82 123 4567", language="en")
+    link = _invite(
+        client,
+        db,
+        settings,
+        api_headers,
+        country="ZA",
+        dealer_code="ZA-01",
+        buyer_phone="+27 82 123 4567",
+        language="en",
+    )
     with db.factory() as session:
         [mail] = session.scalars(select(DevMailboxMessage))
     assert "capetown@dealer.example" in mail.text_body
