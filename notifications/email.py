@@ -108,17 +108,31 @@ class SmtpSender:
             try:
                 while not queue.empty():
                     m = queue.get_nowait()
-                    try:
-                        if client is None or not client.is_connected:
-                            client = self._client()
+                    if client is None or not client.is_connected:
+                        client = self._client()
+                        try:
                             await client.connect()
-                        await client.sendmail(sender, [m.recipient], m.payload)
-                        results[m.id] = None
-                    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                        results[m.id] = f"{type(exc).__name__}: {exc}"
-                        if client is not None and not isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+                        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                            # Server unreachable or login refused: this worker stops; what is left
+                            # in the queue is reported as not attempted and retried after back-off.
+                            results[m.id] = f"{type(exc).__name__}: {exc}"
                             client.close()
                             client = None
+                            return
+                    try:
+                        await client.sendmail(sender, [m.recipient], m.payload)
+                        results[m.id] = None
+                    except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
+                        # Refused for this message only; the connection stays usable unless the
+                        # server said it is closing (421).
+                        results[m.id] = f"{type(exc).__name__}: {exc}"
+                        if getattr(exc, "code", None) == 421:
+                            client.close()
+                            client = None
+                    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                        results[m.id] = f"{type(exc).__name__}: {exc}"
+                        client.close()
+                        client = None
             finally:
                 if client is not None and client.is_connected:
                     try:
@@ -128,6 +142,8 @@ class SmtpSender:
 
         workers = min(self.settings.smtp_concurrency, len(messages))
         await asyncio.gather(*(worker() for _ in range(workers)))
+        for m in messages:
+            results.setdefault(m.id, "not attempted: the SMTP server was unavailable")
         return results
 
 

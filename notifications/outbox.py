@@ -161,7 +161,9 @@ def record_results(
     hooks: Mapping[str, DeliveryHook] | None = None,
 ) -> tuple[int, int]:
     """Store each claimed message's outcome; returns (sent, failed)."""
-    sent_ids = [m.id for m in claimed if errors.get(m.id) is None]
+    # Only an explicit None is a delivery; a message the sender did not report stays undelivered.
+    errors = {m.id: errors[m.id] if m.id in errors else "not reported by the sender" for m in claimed}
+    sent_ids = [m.id for m in claimed if errors[m.id] is None]
     if sent_ids:
         session.execute(
             update(OutboxMessage)
@@ -170,7 +172,7 @@ def record_results(
         )
         by_purpose: dict[str, list[int]] = {}
         for m in claimed:
-            if m.id in errors and errors[m.id] is None and m.reference_id is not None:
+            if errors[m.id] is None and m.reference_id is not None:
                 by_purpose.setdefault(m.purpose, []).append(m.reference_id)
         for purpose, refs in by_purpose.items():
             hook = (hooks or {}).get(purpose)
