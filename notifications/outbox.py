@@ -162,8 +162,8 @@ def record_results(
 ) -> tuple[int, int]:
     """Store each claimed message's outcome; returns (sent, failed)."""
     # Only an explicit None is a delivery; a message the sender did not report stays undelivered.
-    errors = {m.id: errors[m.id] if m.id in errors else "not reported by the sender" for m in claimed}
-    sent_ids = [m.id for m in claimed if errors[m.id] is None]
+    outcome = {m.id: errors.get(m.id, "not reported by the sender") for m in claimed}
+    sent_ids = [m.id for m in claimed if outcome[m.id] is None]
     if sent_ids:
         session.execute(
             update(OutboxMessage)
@@ -172,15 +172,15 @@ def record_results(
         )
         by_purpose: dict[str, list[int]] = {}
         for m in claimed:
-            if errors[m.id] is None and m.reference_id is not None:
+            if outcome[m.id] is None and m.reference_id is not None:
                 by_purpose.setdefault(m.purpose, []).append(m.reference_id)
         for purpose, refs in by_purpose.items():
             hook = (hooks or {}).get(purpose)
             if hook is not None:
                 hook(session, refs, now)
-    failed = [m for m in claimed if errors.get(m.id) is not None]
+    failed = [m for m in claimed if outcome[m.id] is not None]
     for m in failed:
-        error = (errors[m.id] or "")[:2000]
+        error = (outcome[m.id] or "")[:2000]
         if m.attempts >= max_attempts:
             values: dict[str, object] = {"state": DEAD, "last_error": error, "lease_expires_at": None}
             log.error("outbox.dead", message_id=m.id, purpose=m.purpose, attempts=m.attempts, error=error)

@@ -102,7 +102,10 @@ def create_account(
     elif age_on(data.birth_date, now.date()) < minimum_age(settings, country):
         errors.append(
             FieldError(
-                "birth_date", f"You must be at least {minimum_age(settings, country)} to have an ID.", "age"
+                "birth_date",
+                N_("You must be at least %(age)s to have an ID."),
+                "age",
+                {"age": minimum_age(settings, country)},
             )
         )
     if not data.accept_terms:

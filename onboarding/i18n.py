@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import gettext
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from babel import Locale
 from babel.dates import format_date as babel_format_date
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -84,8 +85,22 @@ def ngettext_(singular: str, plural: str, n: int) -> str:
 
 
 def format_date(value: Any, format: str = "long") -> str:
-    locale = {"nb": "nb_NO"}.get(_current.get(), _current.get())
-    return babel_format_date(value, format=format, locale=locale)
+    return babel_format_date(value, format=format, locale=_babel_locale())
+
+
+def country_choices(codes: Iterable[str]) -> list[tuple[str, str]]:
+    """(code, name in the current language) pairs, sorted by name, for country pickers."""
+    territories = Locale.parse(_babel_locale()).territories
+    return sorted(((c, territories.get(c, c)) for c in codes), key=lambda pair: pair[1])
+
+
+def _babel_locale() -> str:
+    return {"nb": "nb_NO"}.get(_current.get(), _current.get())
+
+
+def field_message(error: Any) -> str:
+    """A validation error's message in the current language (see ``onboarding.errors.FieldError``)."""
+    return gettext_(error.message, **error.params)
 
 
 def make_environment(loader: BaseLoader) -> Environment:
@@ -98,6 +113,8 @@ def make_environment(loader: BaseLoader) -> Environment:
     )
     env.install_gettext_callables(gettext_, ngettext_, newstyle=True)  # type: ignore[attr-defined]
     env.filters["date"] = format_date
+    env.globals["field_message"] = field_message
+    env.globals["country_choices"] = country_choices
     env.globals["LANGUAGES"] = LANGUAGES
     env.globals["current_language"] = current_language
     return env

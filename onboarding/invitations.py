@@ -42,6 +42,10 @@ def brand(settings: Settings) -> dict[str, str]:
 
 
 def contact_for(settings: Settings, country: str | None, dealer: Dealer | None) -> SupportContact:
+    if not country and dealer is None:
+        # Nothing is known about the person yet: the brand's general mailbox, without the note
+        # about dealers that applies to unlisted countries.
+        return SupportContact("", f"support@{settings.brand_mail_domain}", ("en",), False, None)
     return support_contact(
         country or (dealer.country if dealer else "") or "",
         settings.brand_mail_domain,

@@ -151,12 +151,19 @@ def _id_form(
             **_context(request, view),
             "email": view.invitation.email,
             "values": {**defaults, **(values or {})},
-            "errors": {e.field: e.message for e in errors or []},
+            "errors": _by_field(errors or []),
             "countries": sorted(KNOWN_COUNTRIES),
         },
         status=status,
         language=_language(view),
     )
+
+
+def _by_field(errors: list[FieldError]) -> dict[str, list[FieldError]]:
+    grouped: dict[str, list[FieldError]] = {}
+    for error in errors:
+        grouped.setdefault(error.field, []).append(error)
+    return grouped
 
 
 def _parse_date(raw: str) -> date | None:
@@ -211,6 +218,8 @@ def create_id(
             errors = [e for e in errors if e.field != "birth_date"]
             errors.append(FieldError("birth_date", N_("Use the form YYYY-MM-DD.")))
         values = {
+            "accept_terms": accept_terms,
+            "accept_privacy": accept_privacy,
             "first_name": first_name,
             "last_name": last_name,
             "birth_date": birth_date,
@@ -289,14 +298,16 @@ def request_invitation(
     if view.order is None:
         errors: list[FieldError] = []
         contact_email = clean_email(email, "email", errors)
-        cc = clean_country(country, "country", errors) if country else None
+        if not country:
+            errors.append(FieldError("country", N_("Choose your country, or Other."), "required"))
+        cc = clean_country(country, "country", errors) if country and country != "OTHER" else None
         if errors:
             return render(
                 request,
                 "request_invitation.html",
                 {
                     "countries": directory_countries(),
-                    "errors": {e.field: e.message for e in errors},
+                    "errors": _by_field(errors),
                     "values": {"email": email, "country": country, "message": message},
                     "support": None,
                 },

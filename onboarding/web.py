@@ -67,7 +67,7 @@ def problem(
             {
                 "field": e.field,
                 "pointer": "/" + e.field.replace(".", "/"),
-                "message": e.message,
+                "message": e.text,
                 "code": e.code,
             }
             for e in errors

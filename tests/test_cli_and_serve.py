@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from onboarding.models import ApiKey
@@ -35,13 +35,19 @@ def test_demo_and_serve_show_invitations_in_the_dev_mailbox_within_a_minute(tmp_
     """The README's serve path on the embedded defaults (SQLite under var/, development mailbox)."""
     env = _env(tmp_path)
     onboarding = [sys.executable, "-m", "onboarding.cli"]
-    demo = subprocess.run([*onboarding, "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    demo = subprocess.run(
+        [*onboarding, "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
     assert demo.returncode == 0, demo.stderr
     assert "Demo API key (shown once): onb_" in demo.stdout
     port = free_port()
     server = subprocess.Popen(
-        [*onboarding, "serve", "--port", str(port)], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [*onboarding, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -80,7 +86,9 @@ class _Authenticator:
     def __init__(self) -> None:
         self.logins: list[tuple[str, str]] = []
 
-    def __call__(self, server: object, session: object, envelope: object, mechanism: str, data: object) -> AuthResult:
+    def __call__(
+        self, server: object, session: object, envelope: object, mechanism: str, data: object
+    ) -> AuthResult:
         assert isinstance(data, LoginPassword)
         login = (data.login.decode(), data.password.decode())
         self.logins.append(login)
@@ -90,14 +98,23 @@ class _Authenticator:
 def test_smtp_login_from_settings(db: Database, reference: None, settings: Settings) -> None:
     mailbox, authenticator, port = Mailbox(), _Authenticator(), free_port()
     controller = Controller(
-        mailbox, hostname="127.0.0.1", port=port, authenticator=authenticator,
-        auth_required=True, auth_require_tls=False,
+        mailbox,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,
     )
     controller.start()
     try:
-        configured = settings.model_copy(update={
-            "smtp_host": "127.0.0.1", "smtp_port": port, "smtp_username": "mailer", "smtp_timeout_seconds": 3.0,
-        })
+        configured = settings.model_copy(
+            update={
+                "smtp_host": "127.0.0.1",
+                "smtp_port": port,
+                "smtp_username": "mailer",
+                "smtp_timeout_seconds": 3.0,
+            }
+        )
         put_order(db.factory, configured, "A", NOW, **order_payload((NOW + timedelta(days=3)).date()))
         wrong = configured.model_copy(update={"smtp_password": SecretStr("wrong-password")})
         assert run_jobs(db.factory, wrong, NOW).sent == 0

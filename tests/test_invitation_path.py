@@ -176,6 +176,11 @@ def test_id_form_refuses_bad_input_and_stores_nothing(
         response = client.post("/activate/id", data=form)
         assert response.status_code == 422, field_name
         assert f'id="{field_name}-error"' in response.text, field_name
+    # Messages come in the page's language (Swedish order), with their values filled in; what the
+    # buyer ticked stays ticked.
+    response = client.post("/activate/id", data=_create_form(client, birth_date=too_young))
+    assert "Du måste vara minst 16 år" in response.text
+    assert 'name="accept_terms" value="true" checked' in response.text
     with db.factory() as session:
         assert session.scalar(select(func.count()).select_from(Account)) == 0
 
