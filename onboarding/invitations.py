@@ -62,16 +62,21 @@ def _is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _email_for(
+def _queue_email(
+    session: Session,
     settings: Settings,
+    *,
     template: str,
+    purpose: str,
     invitation: Invitation,
     order: Order,
     dealer: Dealer,
     model: VehicleModel,
     token: str,
-    expires_on: datetime,
-) -> tuple[str, bytes]:
+    expires: datetime,
+    now: datetime,
+) -> None:
+    """Render the invitation (or reminder) email in the buyer's language and put it in the outbox."""
     context: dict[str, Any] = {
         "brand": brand(settings),
         "support": contact_for(settings, order.country, dealer),
@@ -81,11 +86,19 @@ def _email_for(
         "delivery_date": order.planned_delivery_date,
         "link": link_for(settings, token),
         "valid_days": settings.invitation_valid_days,
-        "expires_on": expires_on.date(),
+        "expires_on": expires.date(),
     }
     rendered = render_email(template, invitation.language, context)
-    return rendered.subject, build_email(
-        settings, to=invitation.email, rendered=rendered, language=invitation.language
+    outbox.enqueue(
+        session,
+        secret=settings.secret_key_value(),
+        channel="email",
+        purpose=purpose,
+        recipient=invitation.email,
+        payload=build_email(settings, to=invitation.email, rendered=rendered, language=invitation.language),
+        now=now,
+        subject=rendered.subject,
+        reference_id=invitation.id,
     )
 
 
@@ -143,19 +156,18 @@ def create_due_invitations(session: Session, settings: Settings, *, now: datetim
     session.flush()
     expires = now + timedelta(days=settings.invitation_valid_days)
     for invitation, token, order, dealer, model in created:
-        subject, payload = _email_for(
-            settings, "invitation", invitation, order, dealer, model, token, expires
-        )
-        outbox.enqueue(
+        _queue_email(
             session,
-            secret=secret,
-            channel="email",
+            settings,
+            template="invitation",
             purpose=PURPOSE_INVITATION,
-            recipient=invitation.email,
-            payload=payload,
+            invitation=invitation,
+            order=order,
+            dealer=dealer,
+            model=model,
+            token=token,
+            expires=expires,
             now=now,
-            subject=subject,
-            reference_id=invitation.id,
         )
         add_event(session, order, "invitation_created", "scheduler", now)
     return len(claimed)
@@ -245,19 +257,18 @@ def queue_due_reminders(session: Session, settings: Settings, *, now: datetime, 
             continue
         token = unseal(secret, TOKEN_PURPOSE, sealed.encode()).decode()
         assert invitation.expires_at is not None
-        subject, payload = _email_for(
-            settings, "invitation_reminder", invitation, order, dealer, model, token, invitation.expires_at
-        )
-        outbox.enqueue(
+        _queue_email(
             session,
-            secret=secret,
-            channel="email",
+            settings,
+            template="invitation_reminder",
             purpose=PURPOSE_REMINDER,
-            recipient=invitation.email,
-            payload=payload,
+            invitation=invitation,
+            order=order,
+            dealer=dealer,
+            model=model,
+            token=token,
+            expires=invitation.expires_at,
             now=now,
-            subject=subject,
-            reference_id=invitation.id,
         )
         invitation.reminded_at = now
         queued += 1

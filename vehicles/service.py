@@ -285,18 +285,8 @@ def add_event(
     session.add(OrderEvent(order_id=order.id, at=now, kind=kind, actor=actor, detail=detail))
 
 
-_TRACKED = (
-    "dealer_code",
-    "model_code",
-    "vin",
-    "buyer_first_name",
-    "buyer_last_name",
-    "buyer_email",
-    "buyer_phone",
-    "country",
-    "language",
-    "planned_delivery_date",
-)
+# The fields an order update may change (all but the order number, which identifies it).
+_TRACKED = CSV_COLUMNS[1:]
 
 
 def upsert_order(
