@@ -32,7 +32,8 @@ exactly one message for each due order's buyer and nothing else; otherwise the e
 
 *Part 2: scaling.* One database: orders are seeded so that a fixed due set (``--due``, 500 by
 default) is spread evenly through the first 100,000 orders; one scheduler pass's invitation creation
-(``onboarding.scheduler.queue_due_work``, no SMTP) is timed several times, the state being reset
+(``onboarding.scheduler.queue_due_work``, no SMTP) is timed ``--repeats`` times after one untimed
+warm-up pass, the state being reset
 between runs (invitations, outbox rows and ``invitation_created`` events deleted, ``invite_after``
 and ``invited_at`` of the due orders restored). Then 900,000 non-due orders are added and the same
 due set is timed again. The ratio of the medians is printed (target <= 1.5: the cost follows the due
