@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
 import email.policy
 import email.utils
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from email.header import Header
 from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import Any
@@ -46,18 +49,50 @@ def render_email(template: str, language: str, context: dict[str, Any]) -> Rende
 
 
 def build_email(settings: Settings, *, to: str, rendered: RenderedEmail, language: str) -> bytes:
-    message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = settings.mail_from
-    message["To"] = to
-    message["Subject"] = rendered.subject
-    message["Date"] = email.utils.formatdate(usegmt=True)
-    message["Message-ID"] = email.utils.make_msgid(domain=settings.brand_mail_domain)
-    # RFC 3834: automatic mail, so auto-responders do not answer it.
-    message["Auto-Submitted"] = "auto-generated"
-    message["Content-Language"] = language
-    message.set_content(rendered.text)
-    message.add_alternative(rendered.html, subtype="html")
-    return message.as_bytes()
+    """The MIME message (multipart/alternative, UTF-8 quoted-printable parts) as bytes.
+
+    Written out directly rather than through ``email.message.EmailMessage``, whose header registry
+    cost about 1 ms per message (80 % of the CPU of creating an invitation); tests parse the result
+    back with the standard library's parser. Header values come from validated data and templates;
+    any CR or LF in them is refused, so nothing can inject a header."""
+    for value in (settings.mail_from, to, rendered.subject, language):
+        if "\r" in value or "\n" in value:
+            raise ValueError("line break in a header value")
+    boundary = f"=_{secrets.token_hex(16)}"
+    headers = (
+        ("From", _address_header(settings.mail_from)),
+        ("To", _address_header(to)),
+        ("Subject", _text_header(rendered.subject)),
+        ("Date", email.utils.formatdate(usegmt=True)),
+        ("Message-ID", email.utils.make_msgid(domain=settings.brand_mail_domain)),
+        # RFC 3834: automatic mail, so auto-responders do not answer it.
+        ("Auto-Submitted", "auto-generated"),
+        ("Content-Language", language),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+    )
+    out = "\r\n".join(f"{name}: {value}" for name, value in headers).encode("ascii") + b"\r\n\r\n"
+    for subtype, body in (("plain", rendered.text), ("html", rendered.html)):
+        out += (
+            f'--{boundary}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\n'
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        ).encode("ascii")
+        out += binascii.b2a_qp(body.encode("utf-8"), istext=True).replace(b"\n", b"\r\n") + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode("ascii")
+
+
+def _text_header(value: str) -> str:
+    return value if value.isascii() else Header(value, "utf-8").encode(linesep="\r\n")
+
+
+def _address_header(value: str) -> str:
+    name, address = email.utils.parseaddr(value)
+    if not address:
+        raise ValueError(f"not an address: {value!r}")
+    if not address.isascii():
+        # Internationalised addresses need SMTPUTF8; a raw UTF-8 header is what such servers expect.
+        return value
+    return email.utils.formataddr((name, address), charset="utf-8") if name else address
 
 
 def parse_email(raw: bytes) -> EmailMessage:
@@ -71,7 +106,7 @@ def body_parts(message: EmailMessage) -> tuple[str, str | None]:
     html_part = message.get_body(preferencelist=("html",))
     text = text_part.get_content() if isinstance(text_part, EmailMessage) else ""
     html = html_part.get_content() if isinstance(html_part, EmailMessage) else None
-    return text, html
+    return text.replace("\r\n", "\n"), html.replace("\r\n", "\n") if html is not None else None
 
 
 def envelope_sender(settings: Settings) -> str:

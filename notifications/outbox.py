@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import OutboxMessage
@@ -35,33 +35,43 @@ PENDING, SENDING, SENT, DEAD, CANCELLED = "pending", "sending", "sent", "dead", 
 DeliveryHook = Callable[[Session, list[int], datetime], None]
 
 
-def enqueue(
-    session: Session,
-    *,
-    secret: str,
-    channel: str,
-    purpose: str,
-    recipient: str,
-    payload: bytes,
-    now: datetime,
-    subject: str | None = None,
-    reference_id: int | None = None,
-    not_before: datetime | None = None,
-) -> OutboxMessage:
-    message = OutboxMessage(
-        channel=channel,
-        purpose=purpose,
-        reference_id=reference_id,
-        recipient=recipient,
-        subject=subject,
-        payload=seal(secret, PAYLOAD_PURPOSE, payload),
-        state=PENDING,
-        attempts=0,
-        next_attempt_at=not_before or now,
-        created_at=now,
+@dataclass(frozen=True)
+class NewMessage:
+    channel: str
+    purpose: str
+    recipient: str
+    payload: bytes
+    subject: str | None = None
+    reference_id: int | None = None
+    not_before: datetime | None = None
+
+
+def enqueue_many(session: Session, messages: Sequence[NewMessage], *, secret: str, now: datetime) -> None:
+    """Write messages into the outbox in the caller's transaction (one multi-row INSERT)."""
+    if not messages:
+        return
+    session.execute(
+        insert(OutboxMessage),
+        [
+            {
+                "channel": m.channel,
+                "purpose": m.purpose,
+                "reference_id": m.reference_id,
+                "recipient": m.recipient,
+                "subject": m.subject,
+                "payload": seal(secret, PAYLOAD_PURPOSE, m.payload),
+                "state": PENDING,
+                "attempts": 0,
+                "next_attempt_at": m.not_before or now,
+                "created_at": now,
+            }
+            for m in messages
+        ],
     )
-    session.add(message)
-    return message
+
+
+def enqueue(session: Session, message: NewMessage, *, secret: str, now: datetime) -> None:
+    enqueue_many(session, [message], secret=secret, now=now)
 
 
 def cancel(session: Session, purpose: str, reference_ids: Sequence[int]) -> None:

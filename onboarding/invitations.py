@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from notifications import outbox
@@ -62,21 +62,21 @@ def _is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _queue_email(
-    session: Session,
+def _email(
     settings: Settings,
     *,
     template: str,
     purpose: str,
-    invitation: Invitation,
+    invitation_id: int,
+    email: str,
+    language: str,
     order: Order,
     dealer: Dealer,
     model: VehicleModel,
     token: str,
     expires: datetime,
-    now: datetime,
-) -> None:
-    """Render the invitation (or reminder) email in the buyer's language and put it in the outbox."""
+) -> outbox.NewMessage:
+    """The invitation (or reminder) email in the buyer's language, ready for the outbox."""
     context: dict[str, Any] = {
         "brand": brand(settings),
         "support": contact_for(settings, order.country, dealer),
@@ -88,17 +88,14 @@ def _queue_email(
         "valid_days": settings.invitation_valid_days,
         "expires_on": expires.date(),
     }
-    rendered = render_email(template, invitation.language, context)
-    outbox.enqueue(
-        session,
-        secret=settings.secret_key_value(),
+    rendered = render_email(template, language, context)
+    return outbox.NewMessage(
         channel="email",
         purpose=purpose,
-        recipient=invitation.email,
-        payload=build_email(settings, to=invitation.email, rendered=rendered, language=invitation.language),
-        now=now,
+        recipient=email,
+        payload=build_email(settings, to=email, rendered=rendered, language=language),
         subject=rendered.subject,
-        reference_id=invitation.id,
+        reference_id=invitation_id,
     )
 
 
@@ -138,38 +135,53 @@ def create_due_invitations(session: Session, settings: Settings, *, now: datetim
         .order_by(Order.id)
     ).all()
     secret = settings.secret_key_value()
-    created: list[tuple[Invitation, str, Order, Dealer, VehicleModel]] = []
-    for order, dealer, model in rows:
-        if order.production_status in CLOSED_STATUSES or order.onboarded_at is not None:
-            continue
-        token = new_token()
-        invitation = Invitation(
-            order_id=order.id,
-            email=order.buyer_email,
-            language=order.language,
-            token_hash=token_hash(token),
-            token_sealed=seal(secret, TOKEN_PURPOSE, token.encode()).decode(),
-            created_at=now,
-        )
-        created.append((invitation, token, order, dealer, model))
-    session.add_all([c[0] for c in created])
-    session.flush()
+    due = [
+        (order, dealer, model, new_token())
+        for order, dealer, model in rows
+        if order.production_status not in CLOSED_STATUSES and order.onboarded_at is None
+    ]
+    if not due:
+        return len(claimed)
+    # Multi-row INSERTs rather than ORM objects: this is the scheduler's hot path.
+    invitation_ids = session.scalars(
+        insert(Invitation).returning(Invitation.id, sort_by_parameter_order=True),
+        [
+            {
+                "order_id": order.id,
+                "email": order.buyer_email,
+                "language": order.language,
+                "token_hash": token_hash(token),
+                "token_sealed": seal(secret, TOKEN_PURPOSE, token.encode()).decode(),
+                "created_at": now,
+            }
+            for order, _dealer, _model, token in due
+        ],
+    ).all()
     expires = now + timedelta(days=settings.invitation_valid_days)
-    for invitation, token, order, dealer, model in created:
-        _queue_email(
-            session,
+    messages = [
+        _email(
             settings,
             template="invitation",
             purpose=PURPOSE_INVITATION,
-            invitation=invitation,
+            invitation_id=invitation_id,
+            email=order.buyer_email,
+            language=order.language,
             order=order,
             dealer=dealer,
             model=model,
             token=token,
             expires=expires,
-            now=now,
         )
-        add_event(session, order, "invitation_created", "scheduler", now)
+        for invitation_id, (order, dealer, model, token) in zip(invitation_ids, due, strict=True)
+    ]
+    outbox.enqueue_many(session, messages, secret=secret, now=now)
+    session.execute(
+        insert(OrderEvent),
+        [
+            {"order_id": order.id, "at": now, "kind": "invitation_created", "actor": "scheduler"}
+            for order, _dealer, _model, _token in due
+        ],
+    )
     return len(claimed)
 
 
@@ -224,8 +236,12 @@ def _state(invitation: Invitation, order: Order, now: datetime) -> LinkState:
     return LinkState.VALID
 
 
-def queue_due_reminders(session: Session, settings: Settings, *, now: datetime, limit: int) -> int:
-    """Queue the single day-7 reminder, with the same link, for invitations not yet finished."""
+def queue_due_reminders(
+    session: Session, settings: Settings, *, now: datetime, limit: int
+) -> tuple[int, int]:
+    """Queue the single day-7 reminder, with the same link, for invitations not yet finished.
+
+    Returns (claimed, queued): claimed invitations that are no longer valid get no reminder."""
     candidates = (
         select(Invitation.id).where(Invitation.remind_at <= now).order_by(Invitation.remind_at).limit(limit)
     )
@@ -233,7 +249,7 @@ def queue_due_reminders(session: Session, settings: Settings, *, now: datetime, 
         candidates = candidates.with_for_update(skip_locked=True)
     ids = list(session.scalars(candidates))
     if not ids:
-        return 0
+        return 0, 0
     claimed = list(
         session.scalars(
             update(Invitation)
@@ -250,29 +266,31 @@ def queue_due_reminders(session: Session, settings: Settings, *, now: datetime, 
         .where(Invitation.id.in_(claimed))
     ).all()
     secret = settings.secret_key_value()
-    queued = 0
+    reminders: list[outbox.NewMessage] = []
     for invitation, order, dealer, model in rows:
         sealed, invitation.token_sealed = invitation.token_sealed, None
         if sealed is None or _state(invitation, order, now) is not LinkState.VALID:
             continue
         token = unseal(secret, TOKEN_PURPOSE, sealed.encode()).decode()
         assert invitation.expires_at is not None
-        _queue_email(
-            session,
-            settings,
-            template="invitation_reminder",
-            purpose=PURPOSE_REMINDER,
-            invitation=invitation,
-            order=order,
-            dealer=dealer,
-            model=model,
-            token=token,
-            expires=invitation.expires_at,
-            now=now,
+        reminders.append(
+            _email(
+                settings,
+                template="invitation_reminder",
+                purpose=PURPOSE_REMINDER,
+                invitation_id=invitation.id,
+                email=invitation.email,
+                language=invitation.language,
+                order=order,
+                dealer=dealer,
+                model=model,
+                token=token,
+                expires=invitation.expires_at,
+            )
         )
         invitation.reminded_at = now
-        queued += 1
-    return queued
+    outbox.enqueue_many(session, reminders, secret=secret, now=now)
+    return len(claimed), len(reminders)
 
 
 @dataclass

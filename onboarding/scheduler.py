@@ -48,11 +48,11 @@ def queue_due_work(factory: sessionmaker[Session], settings: Settings, *, now: d
             break
     while True:
         with transaction(factory) as session:
-            count = invitations.queue_due_reminders(
+            claimed, queued = invitations.queue_due_reminders(
                 session, settings, now=now, limit=settings.scheduler_batch_size
             )
-        report.reminded += count
-        if count == 0:
+        report.reminded += queued
+        if claimed == 0:
             break
     return report
 

@@ -71,14 +71,16 @@ def record_request(
     )
     outbox.enqueue(
         session,
+        outbox.NewMessage(
+            channel="email",
+            purpose="support_request",
+            recipient=contact.email,
+            payload=build_email(settings, to=contact.email, rendered=rendered, language="en"),
+            subject=rendered.subject,
+            reference_id=request.id,
+        ),
         secret=settings.secret_key_value(),
-        channel="email",
-        purpose="support_request",
-        recipient=contact.email,
-        payload=build_email(settings, to=contact.email, rendered=rendered, language="en"),
         now=now,
-        subject=rendered.subject,
-        reference_id=request.id,
     )
     if order is not None:
         add_event(session, order, "support_request", "buyer", now, f"{kind} -> {contact.email}")
