@@ -8,6 +8,7 @@ behind each other. A claim whose process died is taken over when its lease runs 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -217,6 +218,10 @@ class Sender(Protocol):
         """Deliver each message; map its id to None (accepted) or the error text."""
         ...
 
+    async def close(self) -> None:
+        """Release connections kept between batches."""
+        ...
+
 
 @dataclass
 class DrainReport:
@@ -235,27 +240,50 @@ async def drain(
     hooks: Mapping[str, DeliveryHook] | None = None,
     now: Callable[[], datetime] = utcnow,
 ) -> DrainReport:
-    """Deliver every message due now, batch by batch, until none is left to claim."""
+    """Deliver every message due now, batch by batch, until none is left to claim.
+
+    Recording a batch's outcome (a database write) overlaps with sending the next batch."""
     report = DrainReport()
-    while True:
+
+    def claim_batch() -> list[ClaimedMessage]:
         with transaction(factory) as session:
-            claimed = claim(
+            return claim(
                 session, secret=secret, channels=senders.keys(), now=now(), limit=batch_size, lease=lease
             )
-        if not claimed:
-            return report
-        errors: dict[int, str | None] = {}
-        for channel, sender in senders.items():
-            subset = [m for m in claimed if m.channel == channel]
-            if subset:
-                errors.update(await sender.deliver(subset))
+
+    def record(claimed: list[ClaimedMessage], errors: dict[int, str | None]) -> tuple[int, int]:
         with transaction(factory) as session:
-            sent, failed = record_results(
-                session, claimed, errors, now=now(), max_attempts=max_attempts, hooks=hooks
-            )
-        report.sent += sent
-        report.failed += failed
-        if failed and not sent:
-            # Every message of the batch failed: the server is likely down. Stop here; the back-off
-            # decides when to try again.
-            return report
+            return record_results(session, claimed, errors, now=now(), max_attempts=max_attempts, hooks=hooks)
+
+    recording: asyncio.Task[tuple[int, int]] | None = None
+
+    async def collect() -> None:
+        if recording is not None:
+            sent, failed = await recording
+            report.sent += sent
+            report.failed += failed
+
+    try:
+        while True:
+            claimed = await asyncio.to_thread(claim_batch)
+            if not claimed:
+                break
+            errors: dict[int, str | None] = {}
+            for channel, sender in senders.items():
+                subset = [m for m in claimed if m.channel == channel]
+                if subset:
+                    errors.update(await sender.deliver(subset))
+            await collect()
+            recording = asyncio.create_task(asyncio.to_thread(record, claimed, errors))
+            if all(error is not None for error in errors.values()):
+                # Every message of the batch failed: the server is likely down. Stop here; the
+                # back-off decides when to try again.
+                break
+        await collect()
+        recording = None
+    finally:
+        if recording is not None:
+            await collect()
+        for sender in senders.values():
+            await sender.close()
+    return report

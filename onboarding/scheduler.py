@@ -83,9 +83,26 @@ async def run_due_jobs(
     now: Callable[[], datetime] = utcnow,
     senders: Mapping[str, outbox.Sender] | None = None,
 ) -> JobReport:
-    report = queue_due_work(factory, settings, now=now())
-    drained = await deliver_outbox(factory, settings, now=now, senders=senders)
-    report.sent, report.failed = drained.sent, drained.failed
+    """Queue due invitations and reminders and deliver the outbox.
+
+    Queueing runs in a worker thread while this loop already delivers what it has written, so the
+    mail server is kept busy from the first batch on."""
+    senders = senders if senders is not None else default_senders(settings, factory)
+    queueing = asyncio.create_task(asyncio.to_thread(queue_due_work, factory, settings, now=now()))
+    sent = failed = 0
+    while True:
+        queued_all = queueing.done()
+        drained = await deliver_outbox(factory, settings, now=now, senders=senders)
+        sent, failed = sent + drained.sent, failed + drained.failed
+        if queued_all:
+            break
+        if drained.failed and not drained.sent:
+            await asyncio.wait({queueing})  # the server is down: no retry in this pass
+            break
+        if not drained.sent:
+            await asyncio.wait({queueing}, timeout=0.02)
+    report = queueing.result()
+    report.sent, report.failed = sent, failed
     if report.invited or report.reminded or report.sent or report.failed:
         log.info("scheduler.pass", **vars(report))
     return report
