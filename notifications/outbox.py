@@ -240,7 +240,8 @@ async def drain(
     hooks: Mapping[str, DeliveryHook] | None = None,
     now: Callable[[], datetime] = utcnow,
 ) -> DrainReport:
-    """Deliver every message due now, batch by batch, until none is left to claim.
+    """Deliver every message due now, batch by batch, until none is left to claim. The caller
+    closes the senders (their connections serve several drains).
 
     Recording a batch's outcome (a database write) overlaps with sending the next batch."""
     report = DrainReport()
@@ -284,6 +285,4 @@ async def drain(
     finally:
         if recording is not None:
             await collect()
-        for sender in senders.values():
-            await sender.close()
     return report

@@ -1,7 +1,8 @@
 """Random tokens, their hashes, and sealing of the few secrets that must be recoverable.
 
 Tokens are 256-bit random values; the database keeps their SHA-256 (a slow hash adds nothing for
-random tokens of this length). Sealing uses Fernet with a key derived from the configured secret.
+random tokens of this length). Sealing is AES-256-GCM with a key derived per purpose from the
+configured secret.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 from functools import lru_cache
 
-from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 
@@ -30,14 +32,26 @@ def hashes_match(expected_hash: str, token: str) -> bool:
 
 
 @lru_cache(maxsize=16)
-def _fernet(secret: str, purpose: str) -> Fernet:
+def _aead(secret: str, purpose: str) -> AESGCM:
+    # One key per purpose, derived from the configured secret.
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(secret.encode())
-    return Fernet(base64.urlsafe_b64encode(key))
+    return AESGCM(key)
 
 
 def seal(secret: str, purpose: str, data: bytes) -> bytes:
-    return _fernet(secret, purpose).encrypt(data)
+    """Authenticated encryption (AES-256-GCM, random 96-bit nonce): nonce + ciphertext."""
+    nonce = os.urandom(12)
+    return nonce + _aead(secret, purpose).encrypt(nonce, data, purpose.encode())
 
 
-def unseal(secret: str, purpose: str, data: bytes) -> bytes:
-    return _fernet(secret, purpose).decrypt(data)
+def unseal(secret: str, purpose: str, sealed: bytes) -> bytes:
+    """The data back; raises ``cryptography.exceptions.InvalidTag`` if it was altered."""
+    return _aead(secret, purpose).decrypt(sealed[:12], sealed[12:], purpose.encode())
+
+
+def seal_text(secret: str, purpose: str, text: str) -> str:
+    return base64.urlsafe_b64encode(seal(secret, purpose, text.encode())).decode()
+
+
+def unseal_text(secret: str, purpose: str, sealed: str) -> str:
+    return unseal(secret, purpose, base64.urlsafe_b64decode(sealed)).decode()

@@ -6,8 +6,8 @@ An invitation row and its email are written in one transaction (the outbox); the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from notifications import outbox
 from notifications.email import build_email, render_email
 from notifications.support import SupportContact, support_contact
-from onboarding.crypto import hashes_match, new_token, seal, token_hash, unseal
+from onboarding.crypto import hashes_match, new_token, seal_text, token_hash, unseal_text
 from onboarding.models import Account, Invitation
 from onboarding.settings import Settings
 from vehicles.models import CLOSED_STATUSES, Dealer, Order, OrderEvent, VehicleModel
@@ -99,71 +99,54 @@ def _email(
     )
 
 
-def create_due_invitations(session: Session, settings: Settings, *, now: datetime, limit: int) -> int:
-    """Claim up to ``limit`` due orders and write an invitation and its email for each.
+@dataclass
+class PreparedInvitation:
+    """An invitation and its email, rendered before any lock is taken (see ``commit_prepared``)."""
 
-    The claim is a conditional UPDATE of ``invite_after``: a process that loses the race updates no
-    row and sends nothing, so several schedulers never invite an order twice."""
-    today = now.date()
-    candidates = (
-        select(Order.id)
+    order_id: int
+    values: dict[str, Any]
+    message: outbox.NewMessage
+
+
+def due_orders(
+    session: Session, *, today: date, limit: int, lock: bool = False
+) -> list[tuple[Order, Dealer, VehicleModel]]:
+    """Orders whose invitation is due, oldest due first. ``lock`` (PostgreSQL) locks them for this
+    transaction, skipping rows another scheduler holds."""
+    query = (
+        select(Order, Dealer, VehicleModel)
+        .join(Dealer, Dealer.code == Order.dealer_code)
+        .join(VehicleModel, VehicleModel.code == Order.model_code)
         .where(Order.invite_after <= today)
         .order_by(Order.invite_after, Order.id)
         .limit(limit)
     )
-    if _is_postgresql(session):
-        candidates = candidates.with_for_update(skip_locked=True)
-    ids = list(session.scalars(candidates))
-    if not ids:
-        return 0
-    claimed = list(
-        session.scalars(
-            update(Order)
-            .where(Order.id.in_(ids), Order.invite_after <= today)
-            .values(invite_after=None, invited_at=now)
-            .returning(Order.id)
-        )
-    )
-    if not claimed:
-        return 0
-    revoke_live(session, claimed, now=now, reason="superseded")
-    rows = session.execute(
-        select(Order, Dealer, VehicleModel)
-        .join(Dealer, Dealer.code == Order.dealer_code)
-        .join(VehicleModel, VehicleModel.code == Order.model_code)
-        .where(Order.id.in_(claimed))
-        .order_by(Order.id)
-    ).all()
-    secret = settings.secret_key_value()
-    due = [
-        (order, dealer, model, new_token())
-        for order, dealer, model in rows
-        if order.production_status not in CLOSED_STATUSES and order.onboarded_at is None
-    ]
-    if not due:
-        return len(claimed)
-    # Multi-row INSERTs rather than ORM objects: this is the scheduler's hot path.
-    invitation_ids = session.scalars(
-        insert(Invitation).returning(Invitation.id, sort_by_parameter_order=True),
-        [
-            {
-                "order_id": order.id,
-                "email": order.buyer_email,
-                "language": order.language,
-                "token_hash": token_hash(token),
-                "token_sealed": seal(secret, TOKEN_PURPOSE, token.encode()).decode(),
-                "created_at": now,
-            }
-            for order, _dealer, _model, token in due
-        ],
-    ).all()
+    if lock and _is_postgresql(session):
+        query = query.with_for_update(of=Order, skip_locked=True)
+    return [(order, dealer, model) for order, dealer, model in session.execute(query)]
+
+
+def prepare_invitation(
+    settings: Settings, order: Order, dealer: Dealer, model: VehicleModel, *, now: datetime
+) -> PreparedInvitation:
+    """A new link and its rendered email; nothing is stored until ``commit_prepared``."""
+    token = new_token()
     expires = now + timedelta(days=settings.invitation_valid_days)
-    messages = [
-        _email(
+    return PreparedInvitation(
+        order_id=order.id,
+        values={
+            "order_id": order.id,
+            "email": order.buyer_email,
+            "language": order.language,
+            "token_hash": token_hash(token),
+            "token_sealed": seal_text(settings.secret_key_value(), TOKEN_PURPOSE, token),
+            "created_at": now,
+        },
+        message=_email(
             settings,
             template="invitation",
             purpose=PURPOSE_INVITATION,
-            invitation_id=invitation_id,
+            invitation_id=0,  # set once the row exists
             email=order.buyer_email,
             language=order.language,
             order=order,
@@ -171,18 +154,84 @@ def create_due_invitations(session: Session, settings: Settings, *, now: datetim
             model=model,
             token=token,
             expires=expires,
+        ),
+    )
+
+
+def commit_prepared(
+    session: Session, settings: Settings, prepared: list[PreparedInvitation], *, now: datetime
+) -> int:
+    """Claim the prepared orders and store their invitations and emails; returns how many.
+
+    The claim is a conditional UPDATE of ``invite_after``: an order another scheduler claimed (or
+    whose due date, status or email changed) since it was prepared updates no row and is dropped, so
+    several schedulers never invite an order twice."""
+    if not prepared:
+        return 0
+    claimed = list(
+        session.scalars(
+            update(Order)
+            .where(Order.id.in_([p.order_id for p in prepared]), Order.invite_after <= now.date())
+            .values(invite_after=None, invited_at=now)
+            .returning(Order.id)
         )
-        for invitation_id, (order, dealer, model, token) in zip(invitation_ids, due, strict=True)
-    ]
-    outbox.enqueue_many(session, messages, secret=secret, now=now)
+    )
+    if not claimed:
+        return 0
+    current = {
+        row.id: row
+        for row in session.execute(
+            select(Order.id, Order.buyer_email, Order.production_status, Order.onboarded_at).where(
+                Order.id.in_(claimed)
+            )
+        )
+    }
+    keep: list[PreparedInvitation] = []
+    for p in prepared:
+        row = current.get(p.order_id)
+        if row is None:
+            continue  # another scheduler took it
+        if row.production_status in CLOSED_STATUSES or row.onboarded_at is not None:
+            session.execute(update(Order).where(Order.id == p.order_id).values(invited_at=None))
+        elif row.buyer_email != p.values["email"]:
+            # The email changed after this one was rendered: due again, prepared afresh.
+            session.execute(
+                update(Order).where(Order.id == p.order_id).values(invite_after=now.date(), invited_at=None)
+            )
+        else:
+            keep.append(p)
+    if not keep:
+        return 0
+    revoke_live(session, [p.order_id for p in keep], now=now, reason="superseded")
+    # Multi-row INSERTs rather than ORM objects: this is the scheduler's hot path.
+    invitation_ids = session.scalars(
+        insert(Invitation).returning(Invitation.id, sort_by_parameter_order=True), [p.values for p in keep]
+    ).all()
+    outbox.enqueue_many(
+        session,
+        [replace(p.message, reference_id=iid) for p, iid in zip(keep, invitation_ids, strict=True)],
+        secret=settings.secret_key_value(),
+        now=now,
+    )
     session.execute(
         insert(OrderEvent),
         [
-            {"order_id": order.id, "at": now, "kind": "invitation_created", "actor": "scheduler"}
-            for order, _dealer, _model, _token in due
+            {"order_id": p.order_id, "at": now, "kind": "invitation_created", "actor": "scheduler"}
+            for p in keep
         ],
     )
-    return len(claimed)
+    return len(keep)
+
+
+def create_due_invitations(
+    session: Session, settings: Settings, *, now: datetime, limit: int
+) -> tuple[int, int]:
+    """Prepare and store up to ``limit`` due invitations in this transaction.
+
+    Returns (due orders found, invitations stored); (0, 0) when nothing is due."""
+    rows = due_orders(session, today=now.date(), limit=limit, lock=True)
+    prepared = [prepare_invitation(settings, o, d, m, now=now) for o, d, m in rows]
+    return len(rows), commit_prepared(session, settings, prepared, now=now)
 
 
 def revoke_live(session: Session, order_ids: list[int], *, now: datetime, reason: str) -> None:
@@ -271,7 +320,7 @@ def queue_due_reminders(
         sealed, invitation.token_sealed = invitation.token_sealed, None
         if sealed is None or _state(invitation, order, now) is not LinkState.VALID:
             continue
-        token = unseal(secret, TOKEN_PURPOSE, sealed.encode()).decode()
+        token = unseal_text(secret, TOKEN_PURPOSE, sealed)
         assert invitation.expires_at is not None
         reminders.append(
             _email(

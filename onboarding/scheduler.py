@@ -40,40 +40,47 @@ def queue_due_work(factory: sessionmaker[Session], settings: Settings, *, now: d
     report = JobReport()
     while True:
         with transaction(factory) as session:
-            count = invitations.create_due_invitations(
+            found, stored = invitations.create_due_invitations(
                 session, settings, now=now, limit=settings.scheduler_batch_size
             )
-        report.invited += count
-        if count == 0:
+        report.invited += stored
+        if found == 0:
             break
+    report.reminded = queue_due_reminders(factory, settings, now=now)
+    return report
+
+
+def queue_due_reminders(factory: sessionmaker[Session], settings: Settings, *, now: datetime) -> int:
+    reminded = 0
     while True:
         with transaction(factory) as session:
             claimed, queued = invitations.queue_due_reminders(
                 session, settings, now=now, limit=settings.scheduler_batch_size
             )
-        report.reminded += queued
+        reminded += queued
         if claimed == 0:
-            break
-    return report
+            return reminded
 
 
-async def deliver_outbox(
-    factory: sessionmaker[Session],
-    settings: Settings,
-    *,
-    now: Callable[[], datetime] = utcnow,
-    senders: Mapping[str, outbox.Sender] | None = None,
-) -> outbox.DrainReport:
-    return await outbox.drain(
-        factory,
-        senders if senders is not None else default_senders(settings, factory),
-        secret=settings.secret_key_value(),
-        batch_size=settings.scheduler_batch_size,
-        max_attempts=settings.outbox_max_attempts,
-        lease=timedelta(seconds=settings.outbox_lease_seconds),
-        hooks=invitations.delivery_hooks(settings),
-        now=now,
-    )
+async def queue_invitations_cooperatively(
+    factory: sessionmaker[Session], settings: Settings, *, now: datetime, batch_written: asyncio.Event
+) -> int:
+    """``create_due_invitations`` for the event loop: emails are rendered outside any transaction,
+    yielding between messages so that the outbox keeps sending meanwhile, and each batch is
+    stored in a short transaction (SQLite's single writer is not held while rendering)."""
+    invited = 0
+    while True:
+        with transaction(factory) as session:
+            rows = invitations.due_orders(session, today=now.date(), limit=settings.scheduler_batch_size)
+        if not rows:
+            return invited
+        prepared = []
+        for order, dealer, model in rows:
+            prepared.append(invitations.prepare_invitation(settings, order, dealer, model, now=now))
+            await asyncio.sleep(0)
+        with transaction(factory) as session:
+            invited += invitations.commit_prepared(session, settings, prepared, now=now)
+        batch_written.set()
 
 
 async def run_due_jobs(
@@ -83,26 +90,49 @@ async def run_due_jobs(
     now: Callable[[], datetime] = utcnow,
     senders: Mapping[str, outbox.Sender] | None = None,
 ) -> JobReport:
-    """Queue due invitations and reminders and deliver the outbox.
-
-    Queueing runs in a worker thread while this loop already delivers what it has written, so the
-    mail server is kept busy from the first batch on."""
+    """Queue due invitations and reminders and deliver the outbox, the two at once: delivery starts
+    with the first stored batch, so the mail server is busy while later batches are rendered."""
     senders = senders if senders is not None else default_senders(settings, factory)
-    queueing = asyncio.create_task(asyncio.to_thread(queue_due_work, factory, settings, now=now()))
-    sent = failed = 0
-    while True:
-        queued_all = queueing.done()
-        drained = await deliver_outbox(factory, settings, now=now, senders=senders)
-        sent, failed = sent + drained.sent, failed + drained.failed
-        if queued_all:
-            break
-        if drained.failed and not drained.sent:
-            await asyncio.wait({queueing})  # the server is down: no retry in this pass
-            break
-        if not drained.sent:
-            await asyncio.wait({queueing}, timeout=0.02)
-    report = queueing.result()
-    report.sent, report.failed = sent, failed
+    batch_written = asyncio.Event()
+    queueing_done = asyncio.Event()
+    report = JobReport()
+
+    async def queue() -> None:
+        try:
+            report.invited = await queue_invitations_cooperatively(
+                factory, settings, now=now(), batch_written=batch_written
+            )
+            report.reminded = await asyncio.to_thread(queue_due_reminders, factory, settings, now=now())
+        finally:
+            queueing_done.set()
+            batch_written.set()
+
+    async def deliver() -> None:
+        while True:
+            finished = queueing_done.is_set()
+            batch_written.clear()
+            drained = await outbox.drain(
+                factory,
+                senders,
+                secret=settings.secret_key_value(),
+                batch_size=settings.scheduler_batch_size,
+                max_attempts=settings.outbox_max_attempts,
+                lease=timedelta(seconds=settings.outbox_lease_seconds),
+                hooks=invitations.delivery_hooks(settings),
+                now=now,
+            )
+            report.sent += drained.sent
+            report.failed += drained.failed
+            if finished or (drained.failed and not drained.sent):
+                return  # all delivered, or the server is down: the back-off decides the retry
+            if not drained.sent:
+                await batch_written.wait()
+
+    try:
+        await asyncio.gather(queue(), deliver())
+    finally:
+        for sender in senders.values():
+            await sender.close()
     if report.invited or report.reminded or report.sent or report.failed:
         log.info("scheduler.pass", **vars(report))
     return report
