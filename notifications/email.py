@@ -42,12 +42,13 @@ class RenderedEmail:
 
 
 def render_email(template: str, language: str, context: dict[str, Any]) -> RenderedEmail:
-    """Render ``{template}.subject.txt``, ``.txt`` and ``.html`` in ``language``."""
+    """Render ``{template}.txt`` (the text part, whose ``subject()`` macro is the subject) and
+    ``{template}.html`` in ``language``."""
     with use_language(language):
-        subject = _templates.get_template(f"{template}.subject.txt").render(context)
-        text = _templates.get_template(f"{template}.txt").render(context)
+        text = _templates.get_template(f"{template}.txt").make_module(context)
+        subject = str(text.subject())  # type: ignore[attr-defined]
         html = _templates.get_template(f"{template}.html").render(context)
-    return RenderedEmail(subject=" ".join(subject.split()), text=text, html=html)
+    return RenderedEmail(subject=" ".join(subject.split()), text=str(text), html=html)
 
 
 def build_email(settings: Settings, *, to: str, rendered: RenderedEmail, language: str) -> bytes:

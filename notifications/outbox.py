@@ -156,6 +156,15 @@ def claim(
     return claimed
 
 
+def release(session: Session, ids: Sequence[int]) -> None:
+    """Hand claimed messages back unsent (a drain that stopped early), as if never attempted."""
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids), OutboxMessage.state == SENDING)
+        .values(state=PENDING, lease_expires_at=None, attempts=OutboxMessage.attempts - 1)
+    )
+
+
 def backoff(attempts: int) -> timedelta:
     """Exponential back-off from 30 s, capped at one hour, with jitter so retries spread out."""
     base = min(30 * 2 ** max(attempts - 1, 0), 3600)
@@ -252,23 +261,34 @@ async def drain(
                 session, secret=secret, channels=senders.keys(), now=now(), limit=batch_size, lease=lease
             )
 
+    def release_batch(ids: list[int]) -> None:
+        if ids:
+            with transaction(factory) as session:
+                release(session, ids)
+
     def record(claimed: list[ClaimedMessage], errors: dict[int, str | None]) -> tuple[int, int]:
         with transaction(factory) as session:
             return record_results(session, claimed, errors, now=now(), max_attempts=max_attempts, hooks=hooks)
 
     recording: asyncio.Task[tuple[int, int]] | None = None
+    prefetch: asyncio.Task[list[ClaimedMessage]] | None = asyncio.create_task(asyncio.to_thread(claim_batch))
 
     async def collect() -> None:
+        nonlocal recording
         if recording is not None:
-            sent, failed = await recording
+            task, recording = recording, None
+            sent, failed = await task
             report.sent += sent
             report.failed += failed
 
     try:
-        while True:
-            claimed = await asyncio.to_thread(claim_batch)
+        while prefetch is not None:
+            claimed = await prefetch
+            prefetch = None
             if not claimed:
                 break
+            # The next batch is claimed while this one is sent.
+            prefetch = asyncio.create_task(asyncio.to_thread(claim_batch))
             errors: dict[int, str | None] = {}
             for channel, sender in senders.items():
                 subset = [m for m in claimed if m.channel == channel]
@@ -280,9 +300,9 @@ async def drain(
                 # Every message of the batch failed: the server is likely down. Stop here; the
                 # back-off decides when to try again.
                 break
-        await collect()
-        recording = None
     finally:
-        if recording is not None:
-            await collect()
+        await collect()
+        if prefetch is not None:
+            unsent = await prefetch
+            await asyncio.to_thread(release_batch, [m.id for m in unsent])
     return report

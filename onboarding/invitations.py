@@ -246,6 +246,15 @@ def revoke_live(session: Session, order_ids: list[int], *, now: datetime, reason
     )
 
 
+def _order_events(session: Session, invitation_ids: list[int], kind: str, now: datetime) -> None:
+    order_ids = session.scalars(select(Invitation.order_id).where(Invitation.id.in_(invitation_ids))).all()
+    if order_ids:
+        session.execute(
+            insert(OrderEvent),
+            [{"order_id": oid, "at": now, "kind": kind, "actor": "scheduler"} for oid in order_ids],
+        )
+
+
 def delivery_hooks(settings: Settings) -> dict[str, outbox.DeliveryHook]:
     def invitation_delivered(session: Session, invitation_ids: list[int], now: datetime) -> None:
         session.execute(
@@ -257,16 +266,10 @@ def delivery_hooks(settings: Settings) -> dict[str, outbox.DeliveryHook]:
                 remind_at=now + timedelta(days=settings.invitation_reminder_days),
             )
         )
-        order_ids = session.scalars(select(Invitation.order_id).where(Invitation.id.in_(invitation_ids)))
-        session.add_all(
-            OrderEvent(order_id=oid, at=now, kind="invitation_sent", actor="scheduler") for oid in order_ids
-        )
+        _order_events(session, invitation_ids, "invitation_sent", now)
 
     def reminder_delivered(session: Session, invitation_ids: list[int], now: datetime) -> None:
-        order_ids = session.scalars(select(Invitation.order_id).where(Invitation.id.in_(invitation_ids)))
-        session.add_all(
-            OrderEvent(order_id=oid, at=now, kind="reminder_sent", actor="scheduler") for oid in order_ids
-        )
+        _order_events(session, invitation_ids, "reminder_sent", now)
 
     return {PURPOSE_INVITATION: invitation_delivered, PURPOSE_REMINDER: reminder_delivered}
 
