@@ -91,15 +91,14 @@ def _text_header(value: str) -> str:
     encodings for every character, which cost 0.5 ms a subject)."""
     if value.isascii():
         return value
-    words, chunk = [], b""
-    for char in value:
-        encoded = char.encode("utf-8")
-        if len(chunk) + len(encoded) > 45:  # 45 bytes -> 60 base64 characters: a word <= 75
-            words.append(chunk)
-            chunk = b""
-        chunk += encoded
-    words.append(chunk)
-    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words)
+    data, words, start = value.encode("utf-8"), [], 0
+    while start < len(data):
+        end = min(start + 45, len(data))  # 45 bytes -> 60 base64 characters: a word <= 75
+        while end < len(data) and (data[end] & 0xC0) == 0x80:  # never split a character
+            end -= 1
+        words.append(f"=?utf-8?b?{base64.b64encode(data[start:end]).decode()}?=")
+        start = end
+    return "\r\n ".join(words)
 
 
 @lru_cache(maxsize=8)

@@ -111,19 +111,26 @@ class PreparedInvitation:
 def due_orders(
     session: Session, *, today: date, limit: int, lock: bool = False
 ) -> list[tuple[Order, Dealer, VehicleModel]]:
-    """Orders whose invitation is due, oldest due first. ``lock`` (PostgreSQL) locks them for this
-    transaction, skipping rows another scheduler holds."""
+    """Orders whose invitation is due, oldest due first, with their dealer and model. ``lock``
+    (PostgreSQL) locks the orders for this transaction, skipping rows another scheduler holds."""
     query = (
-        select(Order, Dealer, VehicleModel)
-        .join(Dealer, Dealer.code == Order.dealer_code)
-        .join(VehicleModel, VehicleModel.code == Order.model_code)
-        .where(Order.invite_after <= today)
-        .order_by(Order.invite_after, Order.id)
-        .limit(limit)
+        select(Order).where(Order.invite_after <= today).order_by(Order.invite_after, Order.id).limit(limit)
     )
     if lock and _is_postgresql(session):
-        query = query.with_for_update(of=Order, skip_locked=True)
-    return [(order, dealer, model) for order, dealer, model in session.execute(query)]
+        query = query.with_for_update(skip_locked=True)
+    orders = list(session.scalars(query))
+    # A batch has few distinct dealers and models: load each once.
+    dealers = {
+        d.code: d
+        for d in session.scalars(select(Dealer).where(Dealer.code.in_({o.dealer_code for o in orders})))
+    }
+    models = {
+        m.code: m
+        for m in session.scalars(
+            select(VehicleModel).where(VehicleModel.code.in_({o.model_code for o in orders}))
+        )
+    }
+    return [(o, dealers[o.dealer_code], models[o.model_code]) for o in orders]
 
 
 def prepare_invitation(
@@ -204,9 +211,17 @@ def commit_prepared(
         return 0
     revoke_live(session, [p.order_id for p in keep], now=now, reason="superseded")
     # Multi-row INSERTs rather than ORM objects: this is the scheduler's hot path.
-    invitation_ids = session.scalars(
-        insert(Invitation).returning(Invitation.id, sort_by_parameter_order=True), [p.values for p in keep]
-    ).all()
+    session.execute(insert(Invitation), [p.values for p in keep])
+    # Ids looked up by the unique token hash: one query, where RETURNING with guaranteed order would
+    # cost SQLite one INSERT per row.
+    hashes = [p.values["token_hash"] for p in keep]
+    ids_by_hash = {
+        row.token_hash: row.id
+        for row in session.execute(
+            select(Invitation.token_hash, Invitation.id).where(Invitation.token_hash.in_(hashes))
+        )
+    }
+    invitation_ids = [ids_by_hash[p.values["token_hash"]] for p in keep]
     outbox.enqueue_many(
         session,
         [replace(p.message, reference_id=iid) for p, iid in zip(keep, invitation_ids, strict=True)],

@@ -75,9 +75,10 @@ async def queue_invitations_cooperatively(
         if not rows:
             return invited
         prepared = []
-        for order, dealer, model in rows:
+        for n, (order, dealer, model) in enumerate(rows):
             prepared.append(invitations.prepare_invitation(settings, order, dealer, model, now=now))
-            await asyncio.sleep(0)
+            if n % 4 == 3:
+                await asyncio.sleep(0)  # let the SMTP connections move on
         with transaction(factory) as session:
             invited += invitations.commit_prepared(session, settings, prepared, now=now)
         batch_written.set()

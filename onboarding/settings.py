@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     invitation_valid_days: int = 14
     invitation_reminder_days: int = 7
     scheduler_interval_seconds: int = 20
-    scheduler_batch_size: int = 500
+    scheduler_batch_size: int = 1000
     outbox_max_attempts: int = 20
     outbox_lease_seconds: int = 300
 
