@@ -8,6 +8,7 @@ the brand's own mail domain is filled in at lookup time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 FALLBACK_NOTE = (
     "Your country is not in the support directory, so your dealer helps you; "
@@ -95,6 +96,7 @@ def directory_countries() -> list[str]:
     return sorted(_DIRECTORY)
 
 
+@lru_cache(maxsize=1024)
 def support_contact(
     country: str,
     mail_domain: str,
