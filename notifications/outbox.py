@@ -37,6 +37,17 @@ DeliveryHook = Callable[[Session, list[int], datetime], None]
 
 
 @dataclass(frozen=True)
+class ClaimedMessage:
+    id: int
+    channel: str
+    purpose: str
+    reference_id: int | None
+    recipient: str
+    payload: bytes
+    attempts: int
+
+
+@dataclass(frozen=True)
 class NewMessage:
     channel: str
     purpose: str
@@ -47,28 +58,64 @@ class NewMessage:
     not_before: datetime | None = None
 
 
-def enqueue_many(session: Session, messages: Sequence[NewMessage], *, secret: str, now: datetime) -> None:
-    """Write messages into the outbox in the caller's transaction (one multi-row INSERT)."""
+def enqueue_many(
+    session: Session,
+    messages: Sequence[NewMessage],
+    *,
+    secret: str,
+    now: datetime,
+    claim_lease: timedelta | None = None,
+) -> list[ClaimedMessage]:
+    """Write messages into the outbox in the caller's transaction (one multi-row INSERT).
+
+    With ``claim_lease`` they are written already claimed by the caller, who sends them from memory
+    (no read-back) and records the outcome like any claim; should it die first, the lease runs out
+    and another process sends them from the stored copy. Such messages need distinct reference ids.
+    Returns the claimed messages (none without ``claim_lease``)."""
     if not messages:
-        return
-    session.execute(
-        insert(OutboxMessage),
-        [
-            {
-                "channel": m.channel,
-                "purpose": m.purpose,
-                "reference_id": m.reference_id,
-                "recipient": m.recipient,
-                "subject": m.subject,
-                "payload": seal(secret, PAYLOAD_PURPOSE, m.payload),
-                "state": PENDING,
-                "attempts": 0,
-                "next_attempt_at": m.not_before or now,
-                "created_at": now,
-            }
-            for m in messages
-        ],
-    )
+        return []
+    claimed = claim_lease is not None
+    rows = [
+        {
+            "channel": m.channel,
+            "purpose": m.purpose,
+            "reference_id": m.reference_id,
+            "recipient": m.recipient,
+            "subject": m.subject,
+            "payload": seal(secret, PAYLOAD_PURPOSE, m.payload),
+            "state": SENDING if claimed else PENDING,
+            "attempts": 1 if claimed else 0,
+            "lease_expires_at": now + claim_lease if claim_lease is not None else None,
+            "next_attempt_at": m.not_before or now,
+            "created_at": now,
+        }
+        for m in messages
+    ]
+    if not claimed:
+        session.execute(insert(OutboxMessage), rows)
+        return []
+    # RETURNING without a guaranteed order keeps the INSERT batched; rows are matched by reference.
+    ids = {
+        (row.purpose, row.reference_id): row.id
+        for row in session.execute(
+            insert(OutboxMessage).returning(
+                OutboxMessage.id, OutboxMessage.purpose, OutboxMessage.reference_id
+            ),
+            rows,
+        )
+    }
+    return [
+        ClaimedMessage(
+            id=ids[(m.purpose, m.reference_id)],
+            channel=m.channel,
+            purpose=m.purpose,
+            reference_id=m.reference_id,
+            recipient=m.recipient,
+            payload=m.payload,
+            attempts=1,
+        )
+        for m in messages
+    ]
 
 
 def enqueue(session: Session, message: NewMessage, *, secret: str, now: datetime) -> None:
@@ -87,17 +134,6 @@ def cancel(session: Session, purpose: str, reference_ids: Sequence[int]) -> None
         )
         .values(state=CANCELLED, payload=None)
     )
-
-
-@dataclass(frozen=True)
-class ClaimedMessage:
-    id: int
-    channel: str
-    purpose: str
-    reference_id: int | None
-    recipient: str
-    payload: bytes
-    attempts: int
 
 
 def _claimable(now: datetime, channels: Iterable[str]) -> object:
@@ -238,6 +274,16 @@ class DrainReport:
     failed: int = 0
 
 
+async def send(senders: Mapping[str, Sender], claimed: Sequence[ClaimedMessage]) -> dict[int, str | None]:
+    """Hand each claimed message to its channel's sender; returns each one's error or None."""
+    errors: dict[int, str | None] = {}
+    for channel, sender in senders.items():
+        subset = [m for m in claimed if m.channel == channel]
+        if subset:
+            errors.update(await sender.deliver(subset))
+    return errors
+
+
 async def drain(
     factory: sessionmaker[Session],
     senders: Mapping[str, Sender],
@@ -289,11 +335,7 @@ async def drain(
                 break
             # The next batch is claimed while this one is sent.
             prefetch = asyncio.create_task(asyncio.to_thread(claim_batch))
-            errors: dict[int, str | None] = {}
-            for channel, sender in senders.items():
-                subset = [m for m in claimed if m.channel == channel]
-                if subset:
-                    errors.update(await sender.deliver(subset))
+            errors = await send(senders, claimed)
             await collect()
             recording = asyncio.create_task(asyncio.to_thread(record, claimed, errors))
             if all(error is not None for error in errors.values()):

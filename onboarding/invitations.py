@@ -6,7 +6,7 @@ An invitation row and its email are written in one transaction (the outbox); the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -165,16 +165,28 @@ def prepare_invitation(
     )
 
 
+@dataclass
+class StoredBatch:
+    stored: int = 0
+    # The emails, already claimed for sending by this process (with ``claim_lease``).
+    claimed: list[outbox.ClaimedMessage] = field(default_factory=list)
+
+
 def commit_prepared(
-    session: Session, settings: Settings, prepared: list[PreparedInvitation], *, now: datetime
-) -> int:
-    """Claim the prepared orders and store their invitations and emails; returns how many.
+    session: Session,
+    settings: Settings,
+    prepared: list[PreparedInvitation],
+    *,
+    now: datetime,
+    claim_lease: timedelta | None = None,
+) -> StoredBatch:
+    """Claim the prepared orders and store their invitations and emails.
 
     The claim is a conditional UPDATE of ``invite_after``: an order another scheduler claimed (or
     whose due date, status or email changed) since it was prepared updates no row and is dropped, so
     several schedulers never invite an order twice."""
     if not prepared:
-        return 0
+        return StoredBatch()
     claimed = list(
         session.scalars(
             update(Order)
@@ -184,7 +196,7 @@ def commit_prepared(
         )
     )
     if not claimed:
-        return 0
+        return StoredBatch()
     current = {
         row.id: row
         for row in session.execute(
@@ -208,25 +220,22 @@ def commit_prepared(
         else:
             keep.append(p)
     if not keep:
-        return 0
+        return StoredBatch()
     revoke_live(session, [p.order_id for p in keep], now=now, reason="superseded")
-    # Multi-row INSERTs rather than ORM objects: this is the scheduler's hot path.
-    session.execute(insert(Invitation), [p.values for p in keep])
-    # Ids looked up by the unique token hash: one query, where RETURNING with guaranteed order would
-    # cost SQLite one INSERT per row.
-    hashes = [p.values["token_hash"] for p in keep]
+    # Multi-row INSERTs rather than ORM objects: this is the scheduler's hot path. RETURNING without
+    # a guaranteed order keeps SQLite's INSERT batched; rows are matched by their unique token hash.
     ids_by_hash = {
         row.token_hash: row.id
         for row in session.execute(
-            select(Invitation.token_hash, Invitation.id).where(Invitation.token_hash.in_(hashes))
+            insert(Invitation).returning(Invitation.id, Invitation.token_hash), [p.values for p in keep]
         )
     }
-    invitation_ids = [ids_by_hash[p.values["token_hash"]] for p in keep]
-    outbox.enqueue_many(
+    claimed_messages = outbox.enqueue_many(
         session,
-        [replace(p.message, reference_id=iid) for p, iid in zip(keep, invitation_ids, strict=True)],
+        [replace(p.message, reference_id=ids_by_hash[p.values["token_hash"]]) for p in keep],
         secret=settings.secret_key_value(),
         now=now,
+        claim_lease=claim_lease,
     )
     session.execute(
         insert(OrderEvent),
@@ -235,7 +244,7 @@ def commit_prepared(
             for p in keep
         ],
     )
-    return len(keep)
+    return StoredBatch(len(keep), claimed_messages)
 
 
 def create_due_invitations(
@@ -246,7 +255,7 @@ def create_due_invitations(
     Returns (due orders found, invitations stored); (0, 0) when nothing is due."""
     rows = due_orders(session, today=now.date(), limit=limit, lock=True)
     prepared = [prepare_invitation(settings, o, d, m, now=now) for o, d, m in rows]
-    return len(rows), commit_prepared(session, settings, prepared, now=now)
+    return len(rows), commit_prepared(session, settings, prepared, now=now).stored
 
 
 def revoke_live(session: Session, order_ids: list[int], *, now: datetime, reason: str) -> None:

@@ -63,12 +63,18 @@ def queue_due_reminders(factory: sessionmaker[Session], settings: Settings, *, n
 
 
 async def queue_invitations_cooperatively(
-    factory: sessionmaker[Session], settings: Settings, *, now: datetime, batch_written: asyncio.Event
+    factory: sessionmaker[Session],
+    settings: Settings,
+    *,
+    now: datetime,
+    written: asyncio.Queue[list[outbox.ClaimedMessage] | None],
 ) -> int:
     """``create_due_invitations`` for the event loop: emails are rendered outside any transaction,
-    yielding between messages so that the outbox keeps sending meanwhile, and each batch is
-    stored in a short transaction (SQLite's single writer is not held while rendering)."""
+    yielding now and then so that the SMTP connections keep moving, and each batch is stored in a
+    short transaction (SQLite's single writer is not held while rendering). The batch's emails are
+    stored already claimed by this process and put on ``written`` to be sent from memory."""
     invited = 0
+    lease = timedelta(seconds=settings.outbox_lease_seconds)
     while True:
         with transaction(factory) as session:
             rows = invitations.due_orders(session, today=now.date(), limit=settings.scheduler_batch_size)
@@ -78,10 +84,12 @@ async def queue_invitations_cooperatively(
         for n, (order, dealer, model) in enumerate(rows):
             prepared.append(invitations.prepare_invitation(settings, order, dealer, model, now=now))
             if n % 4 == 3:
-                await asyncio.sleep(0)  # let the SMTP connections move on
+                await asyncio.sleep(0)
         with transaction(factory) as session:
-            invited += invitations.commit_prepared(session, settings, prepared, now=now)
-        batch_written.set()
+            batch = invitations.commit_prepared(session, settings, prepared, now=now, claim_lease=lease)
+        invited += batch.stored
+        if batch.claimed:
+            await written.put(batch.claimed)
 
 
 async def run_due_jobs(
@@ -91,27 +99,53 @@ async def run_due_jobs(
     now: Callable[[], datetime] = utcnow,
     senders: Mapping[str, outbox.Sender] | None = None,
 ) -> JobReport:
-    """Queue due invitations and reminders and deliver the outbox, the two at once: delivery starts
-    with the first stored batch, so the mail server is busy while later batches are rendered."""
+    """Queue due invitations and reminders and deliver the outbox, the two at once: each stored
+    batch of invitations is sent while the next one is rendered; then everything else due in the
+    outbox (reminders, retries, other messages) is drained."""
     senders = senders if senders is not None else default_senders(settings, factory)
-    batch_written = asyncio.Event()
-    queueing_done = asyncio.Event()
+    written: asyncio.Queue[list[outbox.ClaimedMessage] | None] = asyncio.Queue()
     report = JobReport()
+    hooks = invitations.delivery_hooks(settings)
+
+    def record(claimed: list[outbox.ClaimedMessage], errors: dict[int, str | None]) -> tuple[int, int]:
+        with transaction(factory) as session:
+            return outbox.record_results(
+                session, claimed, errors, now=now(), max_attempts=settings.outbox_max_attempts, hooks=hooks
+            )
+
+    def release(claimed: list[outbox.ClaimedMessage]) -> None:
+        with transaction(factory) as session:
+            outbox.release(session, [m.id for m in claimed])
 
     async def queue() -> None:
         try:
             report.invited = await queue_invitations_cooperatively(
-                factory, settings, now=now(), batch_written=batch_written
+                factory,
+                settings,
+                now=now(),
+                written=written,
             )
             report.reminded = await asyncio.to_thread(queue_due_reminders, factory, settings, now=now())
         finally:
-            queueing_done.set()
-            batch_written.set()
+            await written.put(None)
 
     async def deliver() -> None:
-        while True:
-            finished = queueing_done.is_set()
-            batch_written.clear()
+        server_down = False
+        recording: asyncio.Task[tuple[int, int]] | None = None
+        while (claimed := await written.get()) is not None:
+            if server_down:
+                await asyncio.to_thread(release, claimed)  # sent by a later pass, after the back-off
+                continue
+            errors = await outbox.send(senders, claimed)
+            if recording is not None:
+                sent, failed = await recording
+                report.sent, report.failed = report.sent + sent, report.failed + failed
+            recording = asyncio.create_task(asyncio.to_thread(record, claimed, errors))
+            server_down = all(error is not None for error in errors.values())
+        if recording is not None:
+            sent, failed = await recording
+            report.sent, report.failed = report.sent + sent, report.failed + failed
+        if not server_down:
             drained = await outbox.drain(
                 factory,
                 senders,
@@ -119,15 +153,10 @@ async def run_due_jobs(
                 batch_size=settings.scheduler_batch_size,
                 max_attempts=settings.outbox_max_attempts,
                 lease=timedelta(seconds=settings.outbox_lease_seconds),
-                hooks=invitations.delivery_hooks(settings),
+                hooks=hooks,
                 now=now,
             )
-            report.sent += drained.sent
-            report.failed += drained.failed
-            if finished or (drained.failed and not drained.sent):
-                return  # all delivered, or the server is down: the back-off decides the retry
-            if not drained.sent:
-                await batch_written.wait()
+            report.sent, report.failed = report.sent + drained.sent, report.failed + drained.failed
 
     try:
         await asyncio.gather(queue(), deliver())
