@@ -122,20 +122,6 @@ def enqueue(session: Session, message: NewMessage, *, secret: str, now: datetime
     enqueue_many(session, [message], secret=secret, now=now)
 
 
-def cancel(session: Session, purpose: str, reference_ids: Sequence[int]) -> None:
-    if not reference_ids:
-        return
-    session.execute(
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.purpose == purpose,
-            OutboxMessage.reference_id.in_(reference_ids),
-            OutboxMessage.state == PENDING,
-        )
-        .values(state=CANCELLED, payload=None)
-    )
-
-
 def _claimable(now: datetime, channels: Iterable[str]) -> object:
     return and_(
         OutboxMessage.channel.in_(list(channels)),

@@ -67,7 +67,7 @@ def _email(
     *,
     template: str,
     purpose: str,
-    invitation_id: int,
+    invitation_id: int | None,
     email: str,
     language: str,
     order: Order,
@@ -153,7 +153,7 @@ def prepare_invitation(
             settings,
             template="invitation",
             purpose=PURPOSE_INVITATION,
-            invitation_id=0,  # set once the row exists
+            invitation_id=None,  # set by commit_prepared once the row exists
             email=order.buyer_email,
             language=order.language,
             order=order,

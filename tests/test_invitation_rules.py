@@ -21,12 +21,6 @@ from vehicles.service import get_order, set_status
 DAY = timedelta(days=1)
 
 
-def _sent(smtp: SmtpServer, purpose_word: str = "") -> list[str]:
-    return [
-        str(m["Subject"]) for m in smtp.mailbox.messages if purpose_word.lower() in str(m["Subject"]).lower()
-    ]
-
-
 def test_invited_when_delivery_is_14_days_away_not_before(
     db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer
 ) -> None:

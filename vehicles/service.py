@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -490,11 +489,3 @@ def import_orders_csv(
         report.updated += not created
     report.imported = True
     return report
-
-
-def orders_csv_header() -> str:
-    return ",".join(CSV_COLUMNS)
-
-
-def iter_dealers(session: Session) -> Iterable[Dealer]:
-    return session.scalars(select(Dealer).order_by(Dealer.code))
