@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -270,6 +270,48 @@ async def send(senders: Mapping[str, Sender], claimed: Sequence[ClaimedMessage])
     return errors
 
 
+async def deliver_batches(
+    factory: sessionmaker[Session],
+    senders: Mapping[str, Sender],
+    batches: AsyncGenerator[list[ClaimedMessage], None],
+    *,
+    max_attempts: int,
+    hooks: Mapping[str, DeliveryHook] | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> DrainReport:
+    """Send claimed batches as they come, recording each outcome (a database write) while the next
+    batch is sent. After a batch in which every message failed (the server is likely down) it stops
+    and closes ``batches``: what was claimed but not sent waits for its lease or release, and the
+    back-off decides when failed messages are tried again."""
+    report = DrainReport()
+
+    def record(claimed: list[ClaimedMessage], errors: dict[int, str | None]) -> tuple[int, int]:
+        with transaction(factory) as session:
+            return record_results(session, claimed, errors, now=now(), max_attempts=max_attempts, hooks=hooks)
+
+    recording: asyncio.Task[tuple[int, int]] | None = None
+
+    async def collect() -> None:
+        nonlocal recording
+        if recording is not None:
+            task, recording = recording, None
+            sent, failed = await task
+            report.sent += sent
+            report.failed += failed
+
+    try:
+        async for claimed in batches:
+            errors = await send(senders, claimed)
+            await collect()
+            recording = asyncio.create_task(asyncio.to_thread(record, claimed, errors))
+            if all(error is not None for error in errors.values()):
+                break
+    finally:
+        await collect()
+        await batches.aclose()
+    return report
+
+
 async def drain(
     factory: sessionmaker[Session],
     senders: Mapping[str, Sender],
@@ -281,11 +323,9 @@ async def drain(
     hooks: Mapping[str, DeliveryHook] | None = None,
     now: Callable[[], datetime] = utcnow,
 ) -> DrainReport:
-    """Deliver every message due now, batch by batch, until none is left to claim. The caller
-    closes the senders (their connections serve several drains).
-
-    Recording a batch's outcome (a database write) overlaps with sending the next batch."""
-    report = DrainReport()
+    """Deliver every message due now, batch by batch, until none is left to claim; the next batch is
+    claimed while one is sent. The caller closes the senders (their connections serve several
+    drains)."""
 
     def claim_batch() -> list[ClaimedMessage]:
         with transaction(factory) as session:
@@ -293,44 +333,21 @@ async def drain(
                 session, secret=secret, channels=senders.keys(), now=now(), limit=batch_size, lease=lease
             )
 
-    def release_batch(ids: list[int]) -> None:
-        if ids:
+    def release_batch(claimed: list[ClaimedMessage]) -> None:
+        if claimed:
             with transaction(factory) as session:
-                release(session, ids)
+                release(session, [m.id for m in claimed])
 
-    def record(claimed: list[ClaimedMessage], errors: dict[int, str | None]) -> tuple[int, int]:
-        with transaction(factory) as session:
-            return record_results(session, claimed, errors, now=now(), max_attempts=max_attempts, hooks=hooks)
+    async def claimed_batches() -> AsyncGenerator[list[ClaimedMessage], None]:
+        prefetch = asyncio.create_task(asyncio.to_thread(claim_batch))
+        try:
+            while claimed := await prefetch:
+                prefetch = asyncio.create_task(asyncio.to_thread(claim_batch))
+                yield claimed
+        finally:
+            # Stopped early (server down): hand back the batch claimed ahead, unsent.
+            await asyncio.to_thread(release_batch, await prefetch)
 
-    recording: asyncio.Task[tuple[int, int]] | None = None
-    prefetch: asyncio.Task[list[ClaimedMessage]] | None = asyncio.create_task(asyncio.to_thread(claim_batch))
-
-    async def collect() -> None:
-        nonlocal recording
-        if recording is not None:
-            task, recording = recording, None
-            sent, failed = await task
-            report.sent += sent
-            report.failed += failed
-
-    try:
-        while prefetch is not None:
-            claimed = await prefetch
-            prefetch = None
-            if not claimed:
-                break
-            # The next batch is claimed while this one is sent.
-            prefetch = asyncio.create_task(asyncio.to_thread(claim_batch))
-            errors = await send(senders, claimed)
-            await collect()
-            recording = asyncio.create_task(asyncio.to_thread(record, claimed, errors))
-            if all(error is not None for error in errors.values()):
-                # Every message of the batch failed: the server is likely down. Stop here; the
-                # back-off decides when to try again.
-                break
-    finally:
-        await collect()
-        if prefetch is not None:
-            unsent = await prefetch
-            await asyncio.to_thread(release_batch, [m.id for m in unsent])
-    return report
+    return await deliver_batches(
+        factory, senders, claimed_batches(), max_attempts=max_attempts, hooks=hooks, now=now
+    )

@@ -4,7 +4,7 @@ so any number of processes may run it (``serve``'s interval trigger, ``scheduler
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -107,56 +107,39 @@ async def run_due_jobs(
     report = JobReport()
     hooks = invitations.delivery_hooks(settings)
 
-    def record(claimed: list[outbox.ClaimedMessage], errors: dict[int, str | None]) -> tuple[int, int]:
-        with transaction(factory) as session:
-            return outbox.record_results(
-                session, claimed, errors, now=now(), max_attempts=settings.outbox_max_attempts, hooks=hooks
-            )
-
-    def release(claimed: list[outbox.ClaimedMessage]) -> None:
-        with transaction(factory) as session:
-            outbox.release(session, [m.id for m in claimed])
-
     async def queue() -> None:
         try:
             report.invited = await queue_invitations_cooperatively(
-                factory,
-                settings,
-                now=now(),
-                written=written,
+                factory, settings, now=now(), written=written
             )
             report.reminded = await asyncio.to_thread(queue_due_reminders, factory, settings, now=now())
         finally:
             await written.put(None)
 
+    async def fresh_batches() -> AsyncGenerator[list[outbox.ClaimedMessage], None]:
+        # Batches stopped early (server down) stay claimed until their lease runs out; then any
+        # scheduler sends them.
+        while (batch := await written.get()) is not None:
+            yield batch
+
     async def deliver() -> None:
-        server_down = False
-        recording: asyncio.Task[tuple[int, int]] | None = None
-        while (claimed := await written.get()) is not None:
-            if server_down:
-                await asyncio.to_thread(release, claimed)  # sent by a later pass, after the back-off
-                continue
-            errors = await outbox.send(senders, claimed)
-            if recording is not None:
-                sent, failed = await recording
-                report.sent, report.failed = report.sent + sent, report.failed + failed
-            recording = asyncio.create_task(asyncio.to_thread(record, claimed, errors))
-            server_down = all(error is not None for error in errors.values())
-        if recording is not None:
-            sent, failed = await recording
-            report.sent, report.failed = report.sent + sent, report.failed + failed
-        if not server_down:
-            drained = await outbox.drain(
-                factory,
-                senders,
-                secret=settings.secret_key_value(),
-                batch_size=settings.scheduler_batch_size,
-                max_attempts=settings.outbox_max_attempts,
-                lease=timedelta(seconds=settings.outbox_lease_seconds),
-                hooks=hooks,
-                now=now,
-            )
-            report.sent, report.failed = report.sent + drained.sent, report.failed + drained.failed
+        fresh = await outbox.deliver_batches(
+            factory, senders, fresh_batches(), max_attempts=settings.outbox_max_attempts, hooks=hooks, now=now
+        )
+        report.sent, report.failed = fresh.sent, fresh.failed
+        if fresh.failed and not fresh.sent:
+            return  # the server is down: the back-off decides the retry
+        drained = await outbox.drain(
+            factory,
+            senders,
+            secret=settings.secret_key_value(),
+            batch_size=settings.scheduler_batch_size,
+            max_attempts=settings.outbox_max_attempts,
+            lease=timedelta(seconds=settings.outbox_lease_seconds),
+            hooks=hooks,
+            now=now,
+        )
+        report.sent, report.failed = report.sent + drained.sent, report.failed + drained.failed
 
     try:
         await asyncio.gather(queue(), deliver())
