@@ -145,3 +145,40 @@ def test_four_schedulers_at_once_send_each_invitation_exactly_once(
     with db.factory() as session:
         assert session.scalar(select(func.count()).select_from(Invitation)) == due
         assert session.scalar(select(func.count()).where(OutboxMessage.state == "sent")) == due
+
+
+def test_emails_claimed_by_a_scheduler_that_died_are_sent_after_the_lease(
+    db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer
+) -> None:
+    from datetime import timedelta as td
+
+    from onboarding import invitations as invitation_service
+    from onboarding.db import transaction
+
+    for n in range(3):
+        put_order(
+            db.factory,
+            smtp_settings,
+            f"A{n}",
+            NOW,
+            **order_payload((NOW + 5 * DAY).date(), buyer_email=f"buyer{n}@example.com"),
+        )
+    lease = td(seconds=smtp_settings.outbox_lease_seconds)
+    # A scheduler stores a batch already claimed for sending, then dies before sending it.
+    with transaction(db.factory) as session:
+        rows = invitation_service.due_orders(session, today=NOW.date(), limit=10)
+        prepared = [
+            invitation_service.prepare_invitation(smtp_settings, o, d, m, now=NOW) for o, d, m in rows
+        ]
+    with transaction(db.factory) as session:
+        batch = invitation_service.commit_prepared(
+            session, smtp_settings, prepared, now=NOW, claim_lease=lease
+        )
+    assert batch.stored == 3 and len(batch.claimed) == 3
+    # Within the lease nobody else sends them; nothing is invited twice either.
+    assert run_jobs(db.factory, smtp_settings, NOW + lease / 2).sent == 0
+    assert smtp.mailbox.messages == []
+    # After it, the stored copies go out, once each.
+    assert run_jobs(db.factory, smtp_settings, NOW + lease + td(seconds=1)).sent == 3
+    run_jobs(db.factory, smtp_settings, NOW + 2 * lease)
+    assert sorted(m["To"] for m in smtp.mailbox.messages) == [f"buyer{n}@example.com" for n in range(3)]

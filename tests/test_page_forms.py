@@ -1,0 +1,68 @@
+"""Every form control on the buyer's pages has a label and every state-changing form a CSRF field."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from html.parser import HTMLParser
+
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from onboarding.clock import utcnow
+from onboarding.models import Invitation
+from onboarding.settings import Settings
+from tests.conftest import Database
+from tests.helpers import order_payload, path_of, run_jobs
+from tests.test_invitation_path import _dev_mailbox_links
+
+
+class _Form(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.controls: list[dict[str, str | None]] = []
+        self.label_for: set[str] = set()
+        self.forms: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "label" and a.get("for"):
+            self.label_for.add(a["for"] or "")
+        elif tag in ("input", "select", "textarea") and a.get("type") != "hidden":
+            self.controls.append(a)
+        elif tag == "input" and a.get("name") == "csrf_token" and self.forms:
+            self.forms[-1]["csrf"] = "yes"
+        elif tag == "form":
+            self.forms.append({"method": a.get("method"), "csrf": None})
+
+
+def _check(html: str) -> int:
+    parser = _Form()
+    parser.feed(html)
+    for control in parser.controls:
+        assert control.get("id") in parser.label_for, f"unlabelled control: {control}"
+    for form in parser.forms:
+        if form["method"] == "post":
+            assert form["csrf"], "a POST form without a CSRF field"
+    return len(parser.controls)
+
+
+def test_every_control_is_labelled(
+    db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
+) -> None:
+    now = utcnow()
+    client.put(
+        "/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=4)).date()), headers=api_headers
+    )
+    run_jobs(db.factory, settings, now)
+    [link] = _dev_mailbox_links(client)
+    client.get(path_of(link))
+    pages = [
+        client.get("/activate/id").text,
+        client.get("/invitation/request").text,
+        client.get("/i/unknown-token").text,
+    ]
+    with db.engine.begin() as conn:
+        conn.execute(update(Invitation).values(expires_at=now - timedelta(seconds=1)))
+    pages.append(client.get(path_of(link)).text)
+    counts = [_check(page) for page in pages]
+    assert counts[0] >= 9 and all(counts)  # the ID form and each request form have controls
