@@ -59,3 +59,38 @@ def link_in(message: EmailMessage) -> str:
 
 def path_of(link: str) -> str:
     return "/" + link.split("/", 3)[3]
+
+
+def dev_mailbox_links(factory: sessionmaker[Session]) -> list[str]:
+    """The invitation links in the development mailbox, oldest first."""
+    from sqlalchemy import select
+
+    from notifications.models import DevMailboxMessage
+
+    with factory() as session:
+        bodies = session.scalars(select(DevMailboxMessage.text_body).order_by(DevMailboxMessage.id)).all()
+    return [found.group(0) for body in bodies if (found := LINK.search(body))]
+
+
+def invite_through_api(
+    client: Any,
+    factory: sessionmaker[Session],
+    settings: Settings,
+    api_headers: dict[str, str],
+    **fields: Any,
+) -> str:
+    """Order SO-1 through the API (delivery in 4 days), one scheduler pass, and its emailed link."""
+    from datetime import timedelta
+
+    from onboarding.clock import utcnow
+
+    now = utcnow()
+    response = client.put(
+        "/api/v1/orders/SO-1",
+        json=order_payload((now + timedelta(days=4)).date(), **fields),
+        headers=api_headers,
+    )
+    assert response.status_code in (200, 201), response.text
+    run_jobs(factory, settings, now)
+    [link] = dev_mailbox_links(factory)
+    return link

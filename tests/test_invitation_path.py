@@ -13,7 +13,7 @@ from onboarding.clock import utcnow
 from onboarding.models import Account, Consent, Invitation
 from onboarding.settings import Settings
 from tests.conftest import Database, SmtpServer
-from tests.helpers import link_in, order_payload, path_of, run_jobs
+from tests.helpers import dev_mailbox_links, invite_through_api, link_in, order_payload, path_of, run_jobs
 
 PASSWORD = "violet-harbour-kettle-42"
 
@@ -110,7 +110,7 @@ def test_existing_id_logs_in_and_the_car_joins_it(
     for number in ("SO-1", "SO-2"):
         client.put(f"/api/v1/orders/{number}", json=order_payload(delivery), headers=api_headers)
     run_jobs(db.factory, settings, now)
-    links = _dev_mailbox_links(client)
+    links = dev_mailbox_links(db.factory)
     assert len(links) == 2
 
     client.get(path_of(links[0]))
@@ -139,29 +139,12 @@ def test_existing_id_logs_in_and_the_car_joins_it(
         )
 
 
-def _dev_mailbox_links(client: TestClient) -> list[str]:
-    from notifications.models import DevMailboxMessage
-    from tests.helpers import LINK
-
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
-    with factory() as session:
-        bodies = [
-            m.text_body for m in session.scalars(select(DevMailboxMessage).order_by(DevMailboxMessage.id))
-        ]
-    return [found.group(0) for body in bodies if (found := LINK.search(body))]
-
-
 def test_id_form_refuses_bad_input_and_stores_nothing(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
-    now = utcnow()
-    client.put(
-        "/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=3)).date()), headers=api_headers
-    )
-    run_jobs(db.factory, settings, now)
-    [link] = _dev_mailbox_links(client)
-    client.get(path_of(link))
-    too_young = (now.date().replace(year=now.year - 15)).isoformat()
+    client.get(path_of(invite_through_api(client, db.factory, settings, api_headers)))
+    today = utcnow().date()
+    too_young = today.replace(year=today.year - 15).isoformat()
     cases = {
         "password": {"password": "password123", "password_confirmation": "password123"},
         "password_confirmation": {"password_confirmation": PASSWORD + "-different"},
@@ -188,13 +171,7 @@ def test_id_form_refuses_bad_input_and_stores_nothing(
 def test_the_email_in_the_form_is_ignored(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
-    now = utcnow()
-    client.put(
-        "/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=3)).date()), headers=api_headers
-    )
-    run_jobs(db.factory, settings, now)
-    [link] = _dev_mailbox_links(client)
-    client.get(path_of(link))
+    client.get(path_of(invite_through_api(client, db.factory, settings, api_headers)))
     form = _create_form(client)
     form["email"] = "attacker@example.com"
     assert client.post("/activate/id", data=form, follow_redirects=False).status_code == 303
@@ -205,13 +182,7 @@ def test_the_email_in_the_form_is_ignored(
 def test_form_post_without_csrf_token_is_refused(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
-    now = utcnow()
-    client.put(
-        "/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=3)).date()), headers=api_headers
-    )
-    run_jobs(db.factory, settings, now)
-    [link] = _dev_mailbox_links(client)
-    client.get(path_of(link))
+    client.get(path_of(invite_through_api(client, db.factory, settings, api_headers)))
     form = _create_form(client)
     del form["csrf_token"]
     assert client.post("/activate/id", data=form).status_code == 403

@@ -14,7 +14,7 @@ from onboarding.invitations import LinkState
 from onboarding.models import Invitation
 from onboarding.settings import Settings
 from tests.conftest import NOW, Database, SmtpServer
-from tests.helpers import link_in, order_payload, path_of, put_order, run_jobs
+from tests.helpers import dev_mailbox_links, link_in, order_payload, path_of, put_order, run_jobs
 from vehicles.models import Order, ProductionStatus
 from vehicles.service import get_order, set_status
 
@@ -147,9 +147,7 @@ def test_expired_link_page_explains_and_shows_support(
 ) -> None:
     put_order(db.factory, settings, "A", NOW, **order_payload((NOW + 10 * DAY).date()))
     run_jobs(db.factory, settings, NOW)  # the real clock is later than NOW: the link has expired
-    from tests.test_invitation_path import _dev_mailbox_links
-
-    [link] = _dev_mailbox_links(client)
+    [link] = dev_mailbox_links(db.factory)
     page = client.get(path_of(link))
     assert page.status_code == 410
     assert "expired" in page.text.lower() or 'lang="sv"' in page.text

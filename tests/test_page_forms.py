@@ -12,8 +12,7 @@ from onboarding.clock import utcnow
 from onboarding.models import Invitation
 from onboarding.settings import Settings
 from tests.conftest import Database
-from tests.helpers import order_payload, path_of, run_jobs
-from tests.test_invitation_path import _dev_mailbox_links
+from tests.helpers import invite_through_api, path_of
 
 
 class _Form(HTMLParser):
@@ -50,11 +49,7 @@ def test_every_control_is_labelled(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
     now = utcnow()
-    client.put(
-        "/api/v1/orders/SO-1", json=order_payload((now + timedelta(days=4)).date()), headers=api_headers
-    )
-    run_jobs(db.factory, settings, now)
-    [link] = _dev_mailbox_links(client)
+    link = invite_through_api(client, db.factory, settings, api_headers)
     client.get(path_of(link))
     pages = [
         client.get("/activate/id").text,

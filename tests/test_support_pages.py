@@ -12,22 +12,7 @@ from onboarding.clock import utcnow
 from onboarding.models import Invitation, SupportRequest
 from onboarding.settings import Settings
 from tests.conftest import Database
-from tests.helpers import order_payload, path_of, run_jobs
-from tests.test_invitation_path import _dev_mailbox_links
-
-
-def _invite(
-    client: TestClient, db: Database, settings: Settings, api_headers: dict[str, str], **fields: str
-) -> str:
-    now = utcnow()
-    client.put(
-        "/api/v1/orders/SO-1",
-        json=order_payload((now + timedelta(days=4)).date(), **fields),
-        headers=api_headers,
-    )
-    run_jobs(db.factory, settings, now)
-    [link] = _dev_mailbox_links(client)
-    return link
+from tests.helpers import invite_through_api, path_of, run_jobs
 
 
 def test_unknown_link_explains_and_takes_a_request(db: Database, reference: None, client: TestClient) -> None:
@@ -66,7 +51,7 @@ def test_request_form_names_the_bad_field(db: Database, client: TestClient) -> N
 def test_expired_link_request_is_routed_to_the_buyers_country(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
-    link = _invite(client, db, settings, api_headers)
+    link = invite_through_api(client, db.factory, settings, api_headers)
     with db.engine.begin() as conn:
         conn.execute(update(Invitation).values(expires_at=utcnow() - timedelta(seconds=1)))
     page = client.get(path_of(link))
@@ -92,9 +77,9 @@ def test_expired_link_request_is_routed_to_the_buyers_country(
 def test_unlisted_country_routes_to_the_dealer_with_a_note(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
-    link = _invite(
+    link = invite_through_api(
         client,
-        db,
+        db.factory,
         settings,
         api_headers,
         country="ZA",
@@ -114,7 +99,7 @@ def test_unlisted_country_routes_to_the_dealer_with_a_note(
 def test_language_switcher_and_security_headers(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
-    link = _invite(client, db, settings, api_headers)
+    link = invite_through_api(client, db.factory, settings, api_headers)
     client.get(path_of(link))
     page = client.get("/activate")
     assert 'lang="sv"' in page.text
@@ -127,7 +112,7 @@ def test_language_switcher_and_security_headers(
 def test_dev_mailbox_lists_and_shows_messages(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
-    _invite(client, db, settings, api_headers)
+    invite_through_api(client, db.factory, settings, api_headers)
     listing = client.get("/dev/mailbox")
     assert listing.status_code == 200 and "astrid@example.com" in listing.text
     with db.factory() as session:
