@@ -108,16 +108,12 @@ class PreparedInvitation:
     message: outbox.NewMessage
 
 
-def due_orders(
-    session: Session, *, today: date, limit: int, lock: bool = False
-) -> list[tuple[Order, Dealer, VehicleModel]]:
-    """Orders whose invitation is due, oldest due first, with their dealer and model. ``lock``
-    (PostgreSQL) locks the orders for this transaction, skipping rows another scheduler holds."""
+def due_orders(session: Session, *, today: date, limit: int) -> list[tuple[Order, Dealer, VehicleModel]]:
+    """Orders whose invitation is due, oldest due first, with their dealer and model. No lock is
+    taken: the claim in ``commit_prepared`` decides which scheduler invites an order."""
     query = (
         select(Order).where(Order.invite_after <= today).order_by(Order.invite_after, Order.id).limit(limit)
     )
-    if lock and _is_postgresql(session):
-        query = query.with_for_update(skip_locked=True)
     orders = list(session.scalars(query))
     # A batch has few distinct dealers and models: load each once.
     dealers = {
@@ -245,17 +241,6 @@ def commit_prepared(
         ],
     )
     return StoredBatch(len(keep), claimed_messages)
-
-
-def create_due_invitations(
-    session: Session, settings: Settings, *, now: datetime, limit: int
-) -> tuple[int, int]:
-    """Prepare and store up to ``limit`` due invitations in this transaction.
-
-    Returns (due orders found, invitations stored); (0, 0) when nothing is due."""
-    rows = due_orders(session, today=now.date(), limit=limit, lock=True)
-    prepared = [prepare_invitation(settings, o, d, m, now=now) for o, d, m in rows]
-    return len(rows), commit_prepared(session, settings, prepared, now=now).stored
 
 
 def revoke_live(session: Session, order_ids: list[int], *, now: datetime, reason: str) -> None:

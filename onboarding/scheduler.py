@@ -35,21 +35,6 @@ def default_senders(settings: Settings, factory: sessionmaker[Session]) -> dict[
     return {"email": email_sender(settings, factory)}
 
 
-def queue_due_work(factory: sessionmaker[Session], settings: Settings, *, now: datetime) -> JobReport:
-    """Write every due invitation and reminder into the outbox, one batch per transaction."""
-    report = JobReport()
-    while True:
-        with transaction(factory) as session:
-            found, stored = invitations.create_due_invitations(
-                session, settings, now=now, limit=settings.scheduler_batch_size
-            )
-        report.invited += stored
-        if found == 0:
-            break
-    report.reminded = queue_due_reminders(factory, settings, now=now)
-    return report
-
-
 def queue_due_reminders(factory: sessionmaker[Session], settings: Settings, *, now: datetime) -> int:
     reminded = 0
     while True:
@@ -69,7 +54,7 @@ async def queue_invitations_cooperatively(
     now: datetime,
     written: asyncio.Queue[list[outbox.ClaimedMessage] | None],
 ) -> int:
-    """``create_due_invitations`` for the event loop: emails are rendered outside any transaction,
+    """Write every due invitation into the outbox. Emails are rendered outside any transaction,
     yielding now and then so that the SMTP connections keep moving, and each batch is stored in a
     short transaction (SQLite's single writer is not held while rendering). The batch's emails are
     stored already claimed by this process and put on ``written`` to be sent from memory."""

@@ -234,10 +234,12 @@ def test_onboarded_buyer_is_not_invited_again_for_the_same_car(
 def test_outbox_payload_is_encrypted_and_erased_after_delivery(
     db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer
 ) -> None:
-    from onboarding.scheduler import queue_due_work
-
     put_order(db.factory, smtp_settings, "A", NOW, **order_payload((NOW + 10 * DAY).date()))
-    queue_due_work(db.factory, smtp_settings, now=NOW)
+    with transaction(db.factory) as session:
+        rows = invitations.due_orders(session, today=NOW.date(), limit=10)
+        prepared = [invitations.prepare_invitation(smtp_settings, o, d, m, now=NOW) for o, d, m in rows]
+    with transaction(db.factory) as session:
+        invitations.commit_prepared(session, smtp_settings, prepared, now=NOW)
     with db.factory() as session:
         message = session.scalars(select(OutboxMessage)).one()
         assert (
