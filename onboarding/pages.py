@@ -16,9 +16,9 @@ from onboarding.clock import utcnow
 from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_
 from onboarding.invitations import LinkState, LinkView
-from onboarding.support_requests import record_request
+from onboarding.support_requests import request_new_invitation
 from onboarding.web import csrf_protect, db_session, render, settings_of
-from vehicles.service import KNOWN_COUNTRIES, clean_country, clean_email
+from vehicles.service import KNOWN_COUNTRIES
 
 router = APIRouter(include_in_schema=False)
 
@@ -295,44 +295,21 @@ def request_invitation(
     settings = settings_of(request)
     now = utcnow()
     view = invitations.resolve_link(session, token, now=now) if token else LinkView(LinkState.UNKNOWN)
-    if view.order is None:
-        errors: list[FieldError] = []
-        contact_email = clean_email(email, "email", errors)
-        if not country:
-            errors.append(FieldError("country", N_("Choose your country, or Other."), "required"))
-        cc = clean_country(country, "country", errors) if country and country != "OTHER" else None
-        if errors:
-            return render(
-                request,
-                "request_invitation.html",
-                {
-                    "countries": directory_countries(),
-                    "errors": _by_field(errors),
-                    "values": {"email": email, "country": country, "message": message},
-                    "support": None,
-                },
-                status=422,
-            )
-        support_request = record_request(
-            session,
-            settings,
-            kind="new_invitation",
-            now=now,
-            country=cc,
-            contact_email=contact_email,
-            message=message,
+    try:
+        support_request = request_new_invitation(
+            session, settings, now=now, view=view, email=email, country=country, message=message
         )
-    else:
-        support_request = record_request(
-            session,
-            settings,
-            kind="new_invitation",
-            now=now,
-            order=view.order,
-            dealer=view.dealer,
-            invitation=view.invitation,
-            contact_email=view.order.buyer_email,
-            message=message,
+    except ValidationFailed as exc:
+        return render(
+            request,
+            "request_invitation.html",
+            {
+                "countries": directory_countries(),
+                "errors": _by_field(exc.errors),
+                "values": {"email": email, "country": country, "message": message},
+                "support": None,
+            },
+            status=422,
         )
     session.commit()
     contact = invitations.contact_for(settings, support_request.country, view.dealer)

@@ -8,11 +8,13 @@ from sqlalchemy.orm import Session
 
 from notifications import outbox
 from notifications.email import build_email, render_email
-from onboarding.invitations import brand, contact_for
+from onboarding.errors import FieldError, ValidationFailed
+from onboarding.i18n import N_
+from onboarding.invitations import LinkView, brand, contact_for
 from onboarding.models import Invitation, SupportRequest
 from onboarding.settings import Settings
 from vehicles.models import Dealer, Order
-from vehicles.service import add_event
+from vehicles.service import add_event, clean_country, clean_email
 
 KINDS = {
     "new_invitation": "Request for a new invitation",
@@ -85,3 +87,46 @@ def record_request(
     if order is not None:
         add_event(session, order, "support_request", "buyer", now, f"{kind} -> {contact.email}")
     return request
+
+
+def request_new_invitation(
+    session: Session,
+    settings: Settings,
+    *,
+    now: datetime,
+    view: LinkView,
+    email: str = "",
+    country: str = "",
+    message: str = "",
+) -> SupportRequest:
+    """A buyer asks for a new invitation. From a known (expired, revoked) link the order tells who
+    and where; otherwise the buyer gives an email and a country ("OTHER" for one not listed).
+    Raises ``ValidationFailed`` naming the bad field."""
+    if view.order is not None:
+        return record_request(
+            session,
+            settings,
+            kind="new_invitation",
+            now=now,
+            order=view.order,
+            dealer=view.dealer,
+            invitation=view.invitation,
+            contact_email=view.order.buyer_email,
+            message=message,
+        )
+    errors: list[FieldError] = []
+    contact_email = clean_email(email, "email", errors)
+    if not country:
+        errors.append(FieldError("country", N_("Choose your country, or Other."), "required"))
+    code = clean_country(country, "country", errors) if country and country != "OTHER" else None
+    if errors:
+        raise ValidationFailed(errors)
+    return record_request(
+        session,
+        settings,
+        kind="new_invitation",
+        now=now,
+        country=code,
+        contact_email=contact_email,
+        message=message,
+    )
