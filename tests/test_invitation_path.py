@@ -8,6 +8,7 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from notifications.email import body_parts
 from onboarding.accounts import verify_password
 from onboarding.clock import utcnow
 from onboarding.models import Account, Consent, Invitation
@@ -55,6 +56,7 @@ def test_order_to_created_id(
         assert (report.invited, report.sent) == (1, 1)
         [message] = smtp.mailbox.to("astrid@example.com")
         assert message["Auto-Submitted"] == "auto-generated"
+        assert message["Content-Language"] == "sv" and "Hej Astrid," in body_parts(message)[0]
         assert message["Message-ID"] and message["Date"]
         assert "Nordlicht E40" in message["Subject"]
         link = link_in(message)
