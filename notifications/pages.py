@@ -1,4 +1,5 @@
-"""The development mailbox: what would have been sent, when no SMTP server is configured."""
+"""The development mailbox and SMS outbox: what would have been sent, when no SMTP server (or no SMS
+gateway) is configured."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from notifications.models import DevMailboxMessage
 from onboarding.web import db_session, render, settings_of
 
-router = APIRouter(prefix="/dev/mailbox", include_in_schema=False)
+router = APIRouter(prefix="/dev", include_in_schema=False)
 Db = Annotated[Session, Depends(db_session)]
 
 
@@ -21,16 +22,37 @@ def _enabled(request: Request) -> None:
         raise HTTPException(404, "Not found")
 
 
-@router.get("", dependencies=[Depends(_enabled)])
-def mailbox(request: Request, session: Db, to: str = "") -> Response:
-    query = select(DevMailboxMessage).order_by(DevMailboxMessage.id.desc()).limit(200)
+def _sms_enabled(request: Request) -> None:
+    if settings_of(request).sms_backend != "dev":
+        raise HTTPException(404, "Not found")
+
+
+def _listing(session: Session, channel: str, to: str) -> list[DevMailboxMessage]:
+    query = (
+        select(DevMailboxMessage)
+        .where(DevMailboxMessage.channel == channel)
+        .order_by(DevMailboxMessage.id.desc())
+        .limit(200)
+    )
     if to:
         query = query.where(DevMailboxMessage.recipient == to.strip().lower())
-    messages = list(session.scalars(query))
+    return list(session.scalars(query))
+
+
+@router.get("/mailbox", dependencies=[Depends(_enabled)])
+def mailbox(request: Request, session: Db, to: str = "") -> Response:
+    messages = _listing(session, "email", to)
     return render(request, "dev/mailbox.html", {"messages": messages, "to": to})
 
 
-@router.get("/{message_id}", dependencies=[Depends(_enabled)])
+@router.get("/sms", dependencies=[Depends(_sms_enabled)])
+def sms_outbox(request: Request, session: Db, to: str = "") -> Response:
+    """Text messages in full: a code is read here in a local run."""
+    messages = _listing(session, "sms", to)
+    return render(request, "dev/sms.html", {"messages": messages, "to": to})
+
+
+@router.get("/mailbox/{message_id}", dependencies=[Depends(_enabled)])
 def message(message_id: int, request: Request, session: Db) -> Response:
     found = session.get(DevMailboxMessage, message_id)
     if found is None:

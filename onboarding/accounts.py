@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from functools import lru_cache
 
@@ -17,6 +17,8 @@ from onboarding.models import Account, Consent
 from onboarding.passwords import password_problems
 from onboarding.settings import Settings
 from vehicles.service import clean_country, clean_email, clean_language, clean_name
+
+MARKETING_EMAIL, MARKETING_SMS = "marketing_email", "marketing_sms"
 
 # OWASP's Argon2id minimum: 19 MiB, 2 iterations, 1 lane.
 ARGON2_MEMORY_KIB = 19 * 1024
@@ -79,27 +81,17 @@ class NewAccount:
     accept_terms: bool
     accept_privacy: bool
     phone: str | None = None
+    marketing_email: bool = False
 
 
-def create_account(
-    session: Session, data: NewAccount, *, settings: Settings, now: datetime, via: str, email_verified: bool
-) -> Account:
-    """Validate and store a new ID with its consent records; raises ``ValidationFailed``."""
-    errors: list[FieldError] = []
-    email = clean_email(data.email, "email", errors).lower()
-    first = clean_name(data.first_name, "first_name", errors)
-    last = clean_name(data.last_name, "last_name", errors)
-    country = clean_country(data.country, "country", errors)
-    language = clean_language(data.language, "language", errors)
-    for problem in password_problems(data.password, [email, first, last]):
-        errors.append(FieldError("password", problem))
-    if data.password != data.password_confirmation:
-        errors.append(FieldError("password_confirmation", N_("The two passwords differ.")))
-    if data.birth_date is None:
+def check_birth_date(
+    birth_date: date | None, country: str, settings: Settings, today: date, errors: list[FieldError]
+) -> None:
+    if birth_date is None:
         errors.append(FieldError("birth_date", N_("Enter your date of birth.")))
-    elif data.birth_date > now.date() or data.birth_date.year < 1900:
+    elif birth_date > today or birth_date.year < 1900:
         errors.append(FieldError("birth_date", N_("Enter a real date of birth.")))
-    elif age_on(data.birth_date, now.date()) < minimum_age(settings, country):
+    elif age_on(birth_date, today) < minimum_age(settings, country):
         errors.append(
             FieldError(
                 "birth_date",
@@ -108,18 +100,55 @@ def create_account(
                 {"age": minimum_age(settings, country)},
             )
         )
+
+
+def check_new_password(
+    password: str, confirmation: str, personal: list[str], errors: list[FieldError]
+) -> None:
+    for problem in password_problems(password, personal):
+        errors.append(FieldError("password", problem))
+    if password != confirmation:
+        errors.append(FieldError("password_confirmation", N_("The two passwords differ.")))
+
+
+def validate_new_account(data: NewAccount, *, settings: Settings, now: datetime) -> NewAccount:
+    """The cleaned data, or ``ValidationFailed`` naming every bad field (the address's owner is not
+    checked here: invitations and self-registration answer that differently)."""
+    errors: list[FieldError] = []
+    email = clean_email(data.email, "email", errors).lower()
+    first = clean_name(data.first_name, "first_name", errors)
+    last = clean_name(data.last_name, "last_name", errors)
+    country = clean_country(data.country, "country", errors)
+    language = clean_language(data.language, "language", errors)
+    check_new_password(data.password, data.password_confirmation, [email, first, last], errors)
+    check_birth_date(data.birth_date, country, settings, now.date(), errors)
     if not data.accept_terms:
         errors.append(FieldError("accept_terms", N_("Accept the terms of use to continue."), "required"))
     if not data.accept_privacy:
         errors.append(
             FieldError("accept_privacy", N_("Confirm that you have read the privacy notice."), "required")
         )
-    if not errors and find_account(session, email) is not None:
-        errors.append(
-            FieldError("email", N_("This email address has an ID already; log in instead."), "exists")
-        )
     if errors:
         raise ValidationFailed(errors)
+    return replace(data, email=email, first_name=first, last_name=last, country=country, language=language)
+
+
+def create_account(
+    session: Session, data: NewAccount, *, settings: Settings, now: datetime, via: str, email_verified: bool
+) -> Account:
+    """Validate and store a new ID with its consent records; raises ``ValidationFailed``."""
+    data = validate_new_account(data, settings=settings, now=now)
+    if find_account(session, data.email) is not None:
+        raise ValidationFailed(
+            [FieldError("email", N_("This email address has an ID already; log in instead."), "exists")]
+        )
+    email, first, last, country, language = (
+        data.email,
+        data.first_name,
+        data.last_name,
+        data.country,
+        data.language,
+    )
     assert data.birth_date is not None
     account = Account(
         email=email,
@@ -154,4 +183,24 @@ def create_account(
             ),
         ]
     )
+    if data.marketing_email:
+        session.add(
+            Consent(
+                account_id=account.id,
+                kind=MARKETING_EMAIL,
+                text_version=settings.privacy_version,
+                granted_at=now,
+                source=via,
+            )
+        )
     return account
+
+
+def set_password(account: Account, password: str, confirmation: str, *, now: datetime) -> None:
+    """Replace the password after the rules (length, common passwords, personal data)."""
+    errors: list[FieldError] = []
+    check_new_password(password, confirmation, [account.email, account.first_name, account.last_name], errors)
+    if errors:
+        raise ValidationFailed(errors)
+    account.password_hash = hash_password(password)
+    account.password_changed_at = now

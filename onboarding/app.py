@@ -9,9 +9,10 @@ from fastapi import FastAPI, Request, Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications import pages as mailbox_pages
-from onboarding import all_models, pages
+from onboarding import account_pages, all_models, auth_pages, pages
 from onboarding.db import make_engine, make_session_factory
 from onboarding.logconfig import configure_logging
+from onboarding.ratelimit import RateLimits
 from onboarding.scheduler import start_background
 from onboarding.settings import Settings, get_settings
 from onboarding.web import EXCEPTION_HANDLERS
@@ -24,6 +25,10 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "frame-ancestors 'none'; form-action 'self'",
 }
+
+
+# Pages with links, codes or personal data: never kept by a browser or proxy cache.
+NO_STORE_PREFIXES = ("/i/", "/activate", "/login", "/logout", "/register", "/password", "/account")
 
 
 def create_app(
@@ -55,6 +60,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.session_factory = factory
+    app.state.rate_limits = RateLimits.from_settings(settings)
     for exc_type, handler in EXCEPTION_HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
 
@@ -65,7 +71,7 @@ def create_app(
         response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-        if request.url.path.startswith(("/i/", "/activate")):
+        if request.url.path.startswith(NO_STORE_PREFIXES):
             response.headers["Cache-Control"] = "no-store"
         return response
 
@@ -75,5 +81,7 @@ def create_app(
 
     app.include_router(vehicle_routes.router)
     app.include_router(pages.router)
+    app.include_router(auth_pages.router)
+    app.include_router(account_pages.router)
     app.include_router(mailbox_pages.router)
     return app

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from notifications.support import directory_countries
-from onboarding import activation, invitations
-from onboarding.accounts import NewAccount, create_account, find_account, verify_password
+from onboarding import activation, invitations, pin, sessions, sms_codes
+from onboarding.accounts import NewAccount, create_account, find_account
+from onboarding.auth_pages import (
+    by_field,
+    code_problem,
+    parse_date,
+    password_login,
+    sms_send_message,
+    start_session,
+)
 from onboarding.clock import utcnow
 from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_
 from onboarding.invitations import LinkState, LinkView
-from onboarding.support_requests import request_new_invitation
-from onboarding.web import csrf_protect, db_session, render, settings_of
-from vehicles.service import KNOWN_COUNTRIES
+from onboarding.models import Account
+from onboarding.support_requests import record_request, request_new_invitation
+from onboarding.web import client_ip, commit, csrf_protect, db_session, render, session_of, settings_of
+from vehicles.service import KNOWN_COUNTRIES, add_event
 
 router = APIRouter(include_in_schema=False)
 
@@ -94,8 +102,9 @@ def open_link(token: str, request: Request, session: Db) -> Response:
     return response
 
 
-def _step_url(step: str | None) -> str:
-    return {"id": "/activate/id", None: "/activate/done"}[step]
+def _next_url(session: Session, view: LinkView) -> str:
+    assert view.invitation is not None
+    return activation.step_url(activation.next_step(session, view.invitation, view.model))
 
 
 @router.get("/activate")
@@ -105,14 +114,20 @@ def landing(request: Request, session: Db) -> Response:
         return RedirectResponse("/activate/done", status_code=303)
     if view.state is not LinkState.VALID:
         return _link_problem(request, view, token)
-    assert view.invitation is not None
-    step = activation.next_step(view.invitation)
     return render(
         request,
         "landing.html",
-        {**_context(request, view), "next_url": _step_url(step)},
+        {**_context(request, view), "next_url": _next_url(session, view)},
         language=_language(view),
     )
+
+
+def _buyer(request: Request, session: Session, view: LinkView) -> Account | None:
+    """The signed-in person, if they are the ID this invitation is activating."""
+    current = session_of(request, session)
+    if current is None or view.invitation is None or current.account.id != view.invitation.account_id:
+        return None
+    return current.account
 
 
 @router.get("/activate/id")
@@ -122,7 +137,12 @@ def id_step(request: Request, session: Db) -> Response:
         return _link_problem(request, view, token)
     assert view.invitation is not None
     if view.invitation.account_id is not None:
-        return RedirectResponse(_step_url(activation.next_step(view.invitation)), status_code=303)
+        return RedirectResponse(_next_url(session, view), status_code=303)
+    current = session_of(request, session)
+    if current is not None and current.account.email == view.invitation.email:
+        # Logged in (perhaps after two-step verification) as the invitation's ID: the car joins it.
+        invitations.attach_account(session, view, current.account, now=utcnow(), created=False)
+        return _advance(session, view)
     return _id_form(request, session, view)
 
 
@@ -138,6 +158,14 @@ def _id_form(
     assert view.invitation is not None and view.order is not None
     existing = find_account(session, view.invitation.email) is not None
     order = view.order
+    if existing:
+        return render(
+            request,
+            "login_existing.html",
+            {**_context(request, view), "email": view.invitation.email, "errors": by_field(errors or [])},
+            status=status,
+            language=_language(view),
+        )
     defaults = {
         "first_name": order.buyer_first_name,
         "last_name": order.buyer_last_name,
@@ -146,12 +174,12 @@ def _id_form(
     }
     return render(
         request,
-        "login_existing.html" if existing else "create_id.html",
+        "create_id.html",
         {
             **_context(request, view),
             "email": view.invitation.email,
             "values": {**defaults, **(values or {})},
-            "errors": _by_field(errors or []),
+            "errors": by_field(errors or []),
             "countries": sorted(KNOWN_COUNTRIES),
         },
         status=status,
@@ -159,31 +187,17 @@ def _id_form(
     )
 
 
-def _by_field(errors: list[FieldError]) -> dict[str, list[FieldError]]:
-    grouped: dict[str, list[FieldError]] = {}
-    for error in errors:
-        grouped.setdefault(error.field, []).append(error)
-    return grouped
-
-
-def _parse_date(raw: str) -> date | None:
-    try:
-        return date.fromisoformat(raw.strip())
-    except ValueError:
-        return None
-
-
 @router.post("/activate/id", dependencies=[Csrf])
 def create_id(
     request: Request,
     session: Db,
-    password: Annotated[str, Form()] = "",
-    password_confirmation: Annotated[str, Form()] = "",
-    first_name: Annotated[str, Form()] = "",
-    last_name: Annotated[str, Form()] = "",
-    birth_date: Annotated[str, Form()] = "",
-    country: Annotated[str, Form()] = "",
-    language: Annotated[str, Form()] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    password_confirmation: Annotated[str, Form(max_length=1024)] = "",
+    first_name: Annotated[str, Form(max_length=200)] = "",
+    last_name: Annotated[str, Form(max_length=200)] = "",
+    birth_date: Annotated[str, Form(max_length=20)] = "",
+    country: Annotated[str, Form(max_length=8)] = "",
+    language: Annotated[str, Form(max_length=8)] = "",
     accept_terms: Annotated[bool, Form()] = False,
     accept_privacy: Annotated[bool, Form()] = False,
 ) -> Response:
@@ -192,7 +206,7 @@ def create_id(
         return _link_problem(request, view, token)
     assert view.invitation is not None and view.order is not None
     if view.invitation.account_id is not None:
-        return RedirectResponse(_step_url(activation.next_step(view.invitation)), status_code=303)
+        return RedirectResponse(_next_url(session, view), status_code=303)
     settings = settings_of(request)
     now = utcnow()
     data = NewAccount(
@@ -201,7 +215,7 @@ def create_id(
         password_confirmation=password_confirmation,
         first_name=first_name,
         last_name=last_name,
-        birth_date=_parse_date(birth_date),
+        birth_date=parse_date(birth_date),
         country=country,
         language=language,
         accept_terms=accept_terms,
@@ -228,37 +242,268 @@ def create_id(
         }
         return _id_form(request, session, view, errors=errors, values=values, status=422)
     invitations.attach_account(session, view, account, now=now, created=True)
-    return _advance(session, view)
+    step = activation.next_step(session, view.invitation, view.model)
+    if step is None:
+        invitations.complete_activation(session, view, now=now)
+    # The new ID is signed in: its email is proven by the link and its password was just chosen.
+    return start_session(
+        request, session, account, stage=sessions.FULL, location=activation.step_url(step), method="new_id"
+    )
 
 
 @router.post("/activate/login", dependencies=[Csrf])
-def login_existing(request: Request, session: Db, password: Annotated[str, Form()] = "") -> Response:
+def login_existing(
+    request: Request, session: Db, password: Annotated[str, Form(max_length=1024)] = ""
+) -> Response:
+    """The invitation's address has an ID: the same login as everywhere (lockout, rate limits, two-step
+    verification), then back to the flow, which links the car to it."""
     view, token = _current(request, session)
     if view.state is not LinkState.VALID:
         return _link_problem(request, view, token)
     assert view.invitation is not None
-    account = find_account(session, view.invitation.email)
-    if not verify_password(account, password):
-        session.rollback()
-        return _id_form(
-            request,
-            session,
-            view,
-            status=401,
-            errors=[FieldError("password", N_("That password is not correct."))],
-        )
-    assert account is not None
-    invitations.attach_account(session, view, account, now=utcnow(), created=False)
-    return _advance(session, view)
+    return password_login(
+        request,
+        session,
+        email=view.invitation.email,
+        password=password,
+        next_url="/activate/id",
+        form={"email_fixed": True, "action": "/activate/login"},
+    )
 
 
 def _advance(session: Session, view: LinkView) -> Response:
     assert view.invitation is not None
-    step = activation.next_step(view.invitation)
+    step = activation.next_step(session, view.invitation, view.model)
     if step is None:
         invitations.complete_activation(session, view, now=utcnow())
     session.commit()
-    return RedirectResponse(_step_url(step), status_code=303)
+    return RedirectResponse(activation.step_url(step), status_code=303)
+
+
+def _step_guard(request: Request, session: Session, step: str) -> tuple[LinkView, Account] | Response:
+    """A later step needs a valid link and the signed-in buyer of it, and must be the step due."""
+    view, token = _current(request, session)
+    if view.state is not LinkState.VALID:
+        if view.state is LinkState.USED:
+            return RedirectResponse("/activate/done", status_code=303)
+        return _link_problem(request, view, token)
+    assert view.invitation is not None
+    due = activation.next_step(session, view.invitation, view.model)
+    if due == activation.ID:
+        return RedirectResponse("/activate/id", status_code=303)
+    account = _buyer(request, session, view)
+    if account is None:
+        return RedirectResponse(f"/login?next=/activate/{step}", status_code=303)
+    if due != step:
+        return RedirectResponse(activation.step_url(due), status_code=303)
+    return view, account
+
+
+# --- mobile number ------------------------------------------------------------------------------------
+
+
+def _phone_page(
+    request: Request,
+    session: Session,
+    view: LinkView,
+    account: Account,
+    *,
+    errors: list[FieldError] | None = None,
+    message: str | None = None,
+    status: int = 200,
+) -> Response:
+    assert account.phone is not None
+    state = sms_codes.state(
+        session, settings_of(request), account.id, sms_codes.PHONE, account.phone, now=utcnow()
+    )
+    return render(
+        request,
+        "phone_step.html",
+        {
+            **_context(request, view),
+            "sms": state,
+            "errors": by_field(errors or []),
+            "message": message,
+            "signed_in_as": account.email,
+        },
+        status=status,
+        language=_language(view),
+    )
+
+
+@router.get("/activate/phone")
+def phone_step(request: Request, session: Db) -> Response:
+    guarded = _step_guard(request, session, activation.PHONE)
+    if isinstance(guarded, Response):
+        return guarded
+    view, account = guarded
+    return _phone_page(request, session, view, account)
+
+
+@router.post("/activate/phone/send", dependencies=[Csrf])
+def phone_send(request: Request, session: Db, background: BackgroundTasks) -> Response:
+    guarded = _step_guard(request, session, activation.PHONE)
+    if isinstance(guarded, Response):
+        return guarded
+    view, account = guarded
+    assert account.phone is not None
+    outcome = sms_codes.send_code(
+        session,
+        settings_of(request),
+        account,
+        purpose=sms_codes.PHONE,
+        phone=account.phone,
+        now=utcnow(),
+        ip=client_ip(request),
+    )
+    commit(request, session, background)
+    return _phone_page(
+        request,
+        session,
+        view,
+        account,
+        message=sms_send_message(outcome),
+        status=200 if outcome is sms_codes.SendOutcome.SENT else 429,
+    )
+
+
+@router.post("/activate/phone", dependencies=[Csrf])
+def phone_check(request: Request, session: Db, code: Annotated[str, Form(max_length=20)] = "") -> Response:
+    guarded = _step_guard(request, session, activation.PHONE)
+    if isinstance(guarded, Response):
+        return guarded
+    view, account = guarded
+    assert account.phone is not None and view.order is not None
+    now = utcnow()
+    outcome = sms_codes.check_code(
+        session,
+        settings_of(request),
+        account,
+        purpose=sms_codes.PHONE,
+        phone=account.phone,
+        code=code,
+        now=now,
+        ip=client_ip(request),
+    )
+    if outcome is not sms_codes.CheckOutcome.OK:
+        session.commit()  # keeps the failure count
+        return _phone_page(
+            request, session, view, account, errors=[FieldError("code", code_problem(outcome))], status=422
+        )
+    account.phone_verified_at = now
+    add_event(session, view.order, "phone_verified", "buyer", now)
+    return _advance(session, view)
+
+
+@router.get("/activate/phone/wrong")
+def wrong_number_form(request: Request, session: Db) -> Response:
+    guarded = _step_guard(request, session, activation.PHONE)
+    if isinstance(guarded, Response):
+        return guarded
+    view, account = guarded
+    assert account.phone is not None
+    return render(
+        request,
+        "wrong_number.html",
+        {
+            **_context(request, view),
+            "masked": sms_codes.mask_phone(account.phone),
+            "errors": {},
+            "values": {},
+        },
+        language=_language(view),
+    )
+
+
+@router.post("/activate/phone/wrong", dependencies=[Csrf])
+def wrong_number(
+    request: Request,
+    session: Db,
+    background: BackgroundTasks,
+    kind: Annotated[str, Form(max_length=20)] = "wrong_phone",
+    message: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """ "Wrong number?" or "no SMS?": a support request routed to the buyer's country or dealer, who can
+    correct the number (audited)."""
+    guarded = _step_guard(request, session, activation.PHONE)
+    if isinstance(guarded, Response):
+        return guarded
+    view, account = guarded
+    support_request = record_request(
+        session,
+        settings_of(request),
+        kind=kind if kind in ("wrong_phone", "no_sms") else "wrong_phone",
+        now=utcnow(),
+        contact_email=account.email,
+        order=view.order,
+        dealer=view.dealer,
+        invitation=view.invitation,
+        message=message,
+    )
+    commit(request, session, background)
+    return render(
+        request,
+        "request_received.html",
+        {**_context(request, view), "request_id": support_request.id, "kind": support_request.kind},
+        language=_language(view),
+    )
+
+
+# --- security PIN ------------------------------------------------------------------------------------
+
+
+@router.get("/activate/pin")
+def pin_step(request: Request, session: Db) -> Response:
+    guarded = _step_guard(request, session, activation.PIN)
+    if isinstance(guarded, Response):
+        return guarded
+    view, account = guarded
+    return render(
+        request,
+        "pin.html",
+        {**_context(request, view), "errors": {}, "action": "/activate/pin", "signed_in_as": account.email},
+        language=_language(view),
+    )
+
+
+@router.post("/activate/pin", dependencies=[Csrf])
+def pin_submit(
+    request: Request,
+    session: Db,
+    pin_value: Annotated[str, Form(alias="pin", max_length=20)] = "",
+    pin_confirmation: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    guarded = _step_guard(request, session, activation.PIN)
+    if isinstance(guarded, Response):
+        return guarded
+    view, account = guarded
+    assert view.order is not None
+    now = utcnow()
+    try:
+        pin.set_pin(
+            session,
+            settings_of(request),
+            account,
+            pin_value,
+            pin_confirmation,
+            now=now,
+            ip=client_ip(request),
+        )
+    except ValidationFailed as exc:
+        return render(
+            request,
+            "pin.html",
+            {
+                **_context(request, view),
+                "errors": by_field(exc.errors),
+                "action": "/activate/pin",
+                "signed_in_as": account.email,
+            },
+            status=422,
+            language=_language(view),
+        )
+    add_event(session, view.order, "pin_set", "buyer", now)
+    return _advance(session, view)
 
 
 @router.get("/activate/done")
@@ -305,7 +550,7 @@ def request_invitation(
             "request_invitation.html",
             {
                 "countries": directory_countries(),
-                "errors": _by_field(exc.errors),
+                "errors": by_field(exc.errors),
                 "values": {"email": email, "country": country, "message": message},
                 "support": None,
             },

@@ -14,7 +14,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications import outbox
-from notifications.email import email_sender
+from notifications.senders import default_senders
 from onboarding import invitations
 from onboarding.clock import utcnow
 from onboarding.db import transaction
@@ -29,10 +29,6 @@ class JobReport:
     reminded: int = 0
     sent: int = 0
     failed: int = 0
-
-
-def default_senders(settings: Settings, factory: sessionmaker[Session]) -> dict[str, outbox.Sender]:
-    return {"email": email_sender(settings, factory)}
 
 
 def queue_due_reminders(factory: sessionmaker[Session], settings: Settings, *, now: datetime) -> int:

@@ -40,7 +40,29 @@ class Settings(BaseSettings):
 
     sms_backend: str = "dev"  # "dev" (development outbox) or "http" (JSON gateway)
     sms_http_url: str | None = None
+    sms_http_timeout_seconds: float = 10.0
+    sms_sender_name: str = "Nordlicht"
+    # Rate limits (``limits`` notation) live in memory, or in Redis when set so instances share them.
     redis_url: str | None = None
+    rate_limit_login_per_ip: str = "30/minute;300/hour"
+    rate_limit_login_per_account: str = "10/minute;60/hour"
+    rate_limit_email_per_ip: str = "10/minute;50/hour"
+    rate_limit_email_per_address: str = "3/minute;10/hour"
+    # Only behind a proxy that sets it: the client address is then the last X-Forwarded-For hop.
+    trust_forwarded_for: bool = False
+
+    session_idle_minutes: int = 60
+    session_max_hours: int = 12
+    lockout_failures: int = 10
+    lockout_minutes: int = 120
+    password_reset_valid_minutes: int = 60
+    email_verification_valid_hours: int = 72
+    email_change_valid_hours: int = 24
+    sms_code_valid_minutes: int = 10
+    sms_code_max_failures: int = 5
+    sms_resend_seconds: int = 60
+    sms_max_sends_per_hour: int = 5
+    pin_max_failures: int = 3
 
     invitation_lead_days: int = 14
     invitation_valid_days: int = 14

@@ -7,22 +7,27 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import BackgroundTasks, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import ChoiceLoader, PackageLoader
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from notifications.outbox import ClaimedMessage
+from notifications.senders import send_claimed, take_claimed
+from onboarding import sessions
 from onboarding.api_keys import authenticate
 from onboarding.clock import utcnow
 from onboarding.errors import FieldError, Forbidden, NotFound, ValidationFailed
 from onboarding.i18n import LANGUAGES, N_, make_environment, negotiate, normalise_language, use_language
+from onboarding.ratelimit import RateLimits
 from onboarding.settings import Settings
 from vehicles.service import Scope
 
+SESSION_COOKIE = "onb_session"
 CSRF_COOKIE = "onb_csrf"
 CSRF_FIELD = "csrf_token"
 LANGUAGE_COOKIE = "onb_lang"
@@ -35,6 +40,43 @@ templates = make_environment(
 def settings_of(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def rate_limits(request: Request) -> RateLimits:
+    limits: RateLimits = request.app.state.rate_limits
+    return limits
+
+
+def client_ip(request: Request) -> str:
+    """The caller's address; the last X-Forwarded-For hop only when told a proxy sets it."""
+    if settings_of(request).trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        if forwarded:
+            return forwarded.split(",")[-1].strip()[:64]
+    return request.client.host if request.client else "unknown"
+
+
+def commit(request: Request, session: Session, background: BackgroundTasks | None = None) -> None:
+    """Commit the request's work; messages it wrote for immediate sending go out after the response
+    (should that fail, the outbox sends them once their short lease runs out)."""
+    claimed = take_claimed(session)
+    session.commit()
+    if claimed and background is not None:
+        background.add_task(
+            _send_after_response, session, request.app.state.session_factory, settings_of(request), claimed
+        )
+
+
+async def _send_after_response(
+    request_session: Session,
+    factory: sessionmaker[Session],
+    settings: Settings,
+    claimed: list[ClaimedMessage],
+) -> None:
+    # The response is rendered, so the request's session is done; ending its transaction first frees
+    # SQLite's single writer lock for the delivery records.
+    request_session.close()
+    await send_claimed(factory, settings, claimed)
 
 
 def db_session(request: Request) -> Iterator[Session]:
@@ -111,15 +153,6 @@ def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
-EXCEPTION_HANDLERS = {
-    RequestValidationError: _request_validation,
-    ValidationFailed: _validation_failed,
-    NotFound: _not_found,
-    Forbidden: _forbidden,
-    StarletteHTTPException: _http_error,
-}
-
-
 # --- API callers ---------------------------------------------------------------------------------
 
 
@@ -137,6 +170,64 @@ def api_caller(request: Request, session: Session = Depends(db_session)) -> ApiC
         raise HTTPException(401, "Missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
     session.commit()  # keeps last_used_at
     return ApiCaller(f"api:{key.name}", Scope(frozenset(key.countries) if key.countries else None))
+
+
+# --- signed-in people -----------------------------------------------------------------------------
+
+
+class SignInRequired(Exception):
+    """Raised by page dependencies; answered with a redirect to the login page (or resend page)."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.location = location
+
+
+def _sign_in_required(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignInRequired)
+    return RedirectResponse(exc.location, status_code=303)
+
+
+def session_of(
+    request: Request, session: Session, *, stages: tuple[str, ...] = (sessions.FULL,)
+) -> sessions.CurrentSession | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    current = sessions.lookup(session, settings_of(request), token, now=utcnow())
+    if current is None or current.stage not in stages:
+        return None
+    return current
+
+
+def signed_in(request: Request, session: Session = Depends(db_session)) -> sessions.CurrentSession:
+    """The signed-in person of a page; otherwise a redirect to log in and come back."""
+    current = session_of(request, session, stages=(sessions.FULL, sessions.UNVERIFIED))
+    if current is None:
+        raise SignInRequired(f"/login?next={quote(request.url.path)}")
+    if current.stage == sessions.UNVERIFIED:
+        raise SignInRequired("/register/pending")
+    return current
+
+
+def set_session_cookie(request: Request, response: Response, token: str) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="lax",
+        secure=settings_of(request).secure_cookies,
+        path="/",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/")
+
+
+def safe_next(target: str | None, default: str = "/account") -> str:
+    """Only a path on this site: no scheme, no host, no protocol-relative ``//``."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    return target
 
 
 # --- CSRF ------------------------------------------------------------------------------------------
@@ -214,3 +305,13 @@ def render(
             LANGUAGE_COOKIE, lang, max_age=365 * 86400, samesite="lax", secure=secure, path="/"
         )
     return response
+
+
+EXCEPTION_HANDLERS = {
+    RequestValidationError: _request_validation,
+    ValidationFailed: _validation_failed,
+    NotFound: _not_found,
+    Forbidden: _forbidden,
+    StarletteHTTPException: _http_error,
+    SignInRequired: _sign_in_required,
+}

@@ -94,3 +94,42 @@ def invite_through_api(
     run_jobs(factory, settings, now)
     [link] = dev_mailbox_links(factory)
     return link
+
+
+SMS_CODE = re.compile(r"#(\d{6})\s*$")
+PIN = "7291"
+
+
+def sms_codes_sent(factory: sessionmaker[Session], phone: str) -> list[str]:
+    """The codes texted to ``phone`` through the development SMS outbox, oldest first."""
+    from sqlalchemy import select
+
+    from notifications.models import DevMailboxMessage
+
+    with factory() as session:
+        bodies = session.scalars(
+            select(DevMailboxMessage.text_body)
+            .where(DevMailboxMessage.channel == "sms", DevMailboxMessage.recipient == phone)
+            .order_by(DevMailboxMessage.id)
+        ).all()
+    return [found.group(1) for body in bodies if (found := SMS_CODE.search(body))]
+
+
+def csrf(client: Any) -> dict[str, str]:
+    if "onb_csrf" not in client.cookies:
+        client.get("/login")
+    return {"csrf_token": client.cookies["onb_csrf"]}
+
+
+def verify_phone_step(client: Any, factory: sessionmaker[Session], phone: str = "+46701234567") -> Any:
+    """The activation's SMS step: ask for the code, read it from the SMS outbox, enter it."""
+    sent = client.post("/activate/phone/send", data=csrf(client))
+    assert sent.status_code == 200, sent.text
+    code = sms_codes_sent(factory, phone)[-1]
+    return client.post("/activate/phone", data={**csrf(client), "code": code}, follow_redirects=False)
+
+
+def set_pin_step(client: Any, pin: str = PIN) -> Any:
+    return client.post(
+        "/activate/pin", data={**csrf(client), "pin": pin, "pin_confirmation": pin}, follow_redirects=False
+    )

@@ -14,7 +14,16 @@ from onboarding.clock import utcnow
 from onboarding.models import Account, Consent, Invitation
 from onboarding.settings import Settings
 from tests.conftest import Database, SmtpServer
-from tests.helpers import dev_mailbox_links, invite_through_api, link_in, order_payload, path_of, run_jobs
+from tests.helpers import (
+    dev_mailbox_links,
+    invite_through_api,
+    link_in,
+    order_payload,
+    path_of,
+    run_jobs,
+    set_pin_step,
+    verify_phone_step,
+)
 
 PASSWORD = "violet-harbour-kettle-42"
 
@@ -76,9 +85,20 @@ def test_order_to_created_id(
             client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]["stage"] == "opened"
         )
 
-        done = client.post("/activate/id", data=_create_form(client), follow_redirects=False)
-        assert done.status_code == 303, done.text
-        assert client.get(done.headers["location"]).status_code == 200
+        created = client.post("/activate/id", data=_create_form(client), follow_redirects=False)
+        assert created.status_code == 303, created.text
+        assert created.headers["location"] == "/activate/phone"
+        state = client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]
+        assert state["stage"] == "id_created"
+        # The mobile number of the order, verified by a code texted to it (development SMS outbox).
+        phone_page = client.get("/activate/phone")
+        assert "••• ••• 45 67" in phone_page.text
+        verified = verify_phone_step(client, db.factory)
+        assert verified.status_code == 303 and verified.headers["location"] == "/activate/pin"
+        # The E40 needs a security PIN.
+        done = set_pin_step(client)
+        assert done.status_code == 303 and done.headers["location"] == "/activate/done"
+        assert client.get("/activate/done").status_code == 200
 
         state = client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]
         assert state["stage"] == "completed"
@@ -117,6 +137,8 @@ def test_existing_id_logs_in_and_the_car_joins_it(
 
     client.get(path_of(links[0]))
     assert client.post("/activate/id", data=_create_form(client), follow_redirects=False).status_code == 303
+    assert verify_phone_step(client, db.factory).status_code == 303
+    assert set_pin_step(client).headers["location"] == "/activate/done"
 
     client.cookies.clear()
     client.get(path_of(links[1]))
@@ -131,7 +153,10 @@ def test_existing_id_logs_in_and_the_car_joins_it(
         data={"csrf_token": client.cookies["onb_csrf"], "password": PASSWORD},
         follow_redirects=False,
     )
-    assert ok.status_code == 303
+    assert ok.status_code == 303 and ok.headers["location"] == "/activate/id"
+    # Signed in as the invitation's ID: the car joins it, and a verified phone and a PIN carry over.
+    joined = client.get("/activate/id", follow_redirects=False)
+    assert joined.headers["location"] == "/activate/done"
     with db.factory() as session:
         assert session.scalar(select(func.count()).select_from(Account)) == 1
     for number in ("SO-1", "SO-2"):

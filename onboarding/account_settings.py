@@ -1,0 +1,256 @@
+"""Account settings (SPEC §3.2, seed 000): details, login email (verified again, the old address
+told), password (current one required, other sessions ended), communication preferences as consent
+records, sign out of all devices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from onboarding import account_tokens, audit, sessions
+from onboarding.account_mail import Text, render_account_email, send_account_email
+from onboarding.accounts import (
+    MARKETING_EMAIL,
+    MARKETING_SMS,
+    check_birth_date,
+    find_account,
+    set_password,
+    verify_password,
+)
+from onboarding.errors import FieldError, ValidationFailed
+from onboarding.i18n import N_
+from onboarding.models import Account, Consent, WebSession
+from onboarding.password_reset import notify_password_changed
+from onboarding.settings import Settings
+from vehicles.service import clean_email, clean_language, clean_name
+
+PREFERENCE_KINDS = (MARKETING_EMAIL, MARKETING_SMS)
+
+
+def update_details(
+    session: Session,
+    settings: Settings,
+    account: Account,
+    *,
+    first_name: str,
+    last_name: str,
+    birth_date: date | None,
+    language: str,
+    now: datetime,
+) -> None:
+    errors: list[FieldError] = []
+    first = clean_name(first_name, "first_name", errors)
+    last = clean_name(last_name, "last_name", errors)
+    lang = clean_language(language, "language", errors)
+    check_birth_date(birth_date, account.country, settings, now.date(), errors)
+    if errors:
+        raise ValidationFailed(errors)
+    assert birth_date is not None
+    account.first_name, account.last_name, account.birth_date, account.language = (
+        first,
+        last,
+        birth_date,
+        lang,
+    )
+    audit.record(session, "details_changed", now=now, account_id=account.id)
+
+
+def _password_required(account: Account, password: str) -> None:
+    if not verify_password(account, password):
+        raise ValidationFailed([FieldError("current_password", N_("That password is not correct."))])
+
+
+def request_email_change(
+    session: Session, settings: Settings, account: Account, *, new_email: str, password: str, now: datetime
+) -> None:
+    """Send a confirmation link to the new address and a notice to the current one. An address that
+    has an ID already gets a notice instead, and the answer is the same."""
+    errors: list[FieldError] = []
+    address = clean_email(new_email, "new_email", errors).lower()
+    if not errors and address == account.email:
+        errors.append(FieldError("new_email", N_("That is your current address.")))
+    if errors:
+        raise ValidationFailed(errors)
+    _password_required(account, password)
+    hours = settings.email_change_valid_hours
+    owner = find_account(session, address)
+    _row, token = account_tokens.issue(
+        session,
+        purpose=account_tokens.EMAIL_CHANGE,
+        account_id=account.id,
+        email=address,
+        now=now,
+        valid=timedelta(hours=hours),
+    )
+    if owner is None:
+        confirm = render_account_email(
+            settings,
+            language=account.language,
+            country=account.country,
+            first_name=account.first_name,
+            subject=Text(N_("Confirm your new login email for %(brand)s"), {"brand": settings.brand_name}),
+            paragraphs=[
+                Text(N_("Confirm that this is the new login email of your ID.")),
+                Text(N_("The link is valid for %(hours)s hours."), {"hours": hours}),
+            ],
+            link=f"{settings.public_base_url.rstrip('/')}/account/email/confirm/{token}",
+            link_label=Text(N_("Confirm my new email")),
+        )
+    else:
+        confirm = render_account_email(
+            settings,
+            language=owner.language,
+            country=owner.country,
+            first_name=owner.first_name,
+            subject=Text(
+                N_("Someone tried to use your address for another %(brand)s ID"),
+                {"brand": settings.brand_name},
+            ),
+            paragraphs=[
+                Text(
+                    N_(
+                        "Someone tried to move another ID to this email address, which already has an ID. "
+                        "Nothing was changed."
+                    )
+                )
+            ],
+        )
+    send_account_email(
+        session,
+        settings,
+        to=address,
+        purpose="email_change_confirm",
+        now=now,
+        reference_id=None,
+        rendered=confirm,
+        language=account.language,
+    )
+    notice = render_account_email(
+        settings,
+        language=account.language,
+        country=account.country,
+        first_name=account.first_name,
+        subject=Text(
+            N_("A change of your %(brand)s login email was requested"), {"brand": settings.brand_name}
+        ),
+        paragraphs=[
+            Text(
+                N_("Someone signed in to your ID asked to change its login email to %(masked)s."),
+                {"masked": mask_email(address)},
+            ),
+            Text(
+                N_(
+                    "Nothing changes until the new address is confirmed. "
+                    "If it was not you, change your password now."
+                )
+            ),
+        ],
+    )
+    send_account_email(
+        session,
+        settings,
+        to=account.email,
+        purpose="email_change_notice",
+        now=now,
+        reference_id=None,
+        rendered=notice,
+        language=account.language,
+    )
+    audit.record(session, "email_change_requested", now=now, account_id=account.id)
+
+
+def mask_email(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}•••@{domain}"
+
+
+def confirm_email_change(session: Session, token: str | None, *, now: datetime) -> Account | None:
+    row = account_tokens.find(session, account_tokens.EMAIL_CHANGE, token)
+    if row is None or not account_tokens.usable(row, now) or row.account_id is None:
+        return None
+    account = session.get(Account, row.account_id)
+    if account is None or find_account(session, row.email) is not None:
+        return None
+    old = account.email
+    account.email = row.email
+    account.email_verified_at = now
+    row.used_at = now
+    audit.record(
+        session,
+        "email_changed",
+        now=now,
+        account_id=account.id,
+        old=mask_email(old),
+        new=mask_email(row.email),
+    )
+    return account
+
+
+def change_password(
+    session: Session,
+    settings: Settings,
+    account: Account,
+    *,
+    current_password: str,
+    password: str,
+    confirmation: str,
+    now: datetime,
+    keep: WebSession | None,
+) -> None:
+    """Needs the current password; ends every other session (the caller rotates its own)."""
+    _password_required(account, current_password)
+    set_password(account, password, confirmation, now=now)
+    ended = sessions.end_all(session, account.id, now=now, reason="password_changed", keep=keep)
+    audit.record(session, "password_changed", now=now, account_id=account.id, sessions_ended=ended)
+    notify_password_changed(session, settings, account, now=now)
+
+
+@dataclass(frozen=True)
+class Preferences:
+    marketing_email: bool
+    marketing_sms: bool
+
+
+def _live_consent(session: Session, account_id: int, kind: str) -> Consent | None:
+    return session.scalar(
+        select(Consent)
+        .where(Consent.account_id == account_id, Consent.kind == kind, Consent.withdrawn_at.is_(None))
+        .order_by(Consent.id.desc())
+        .limit(1)
+    )
+
+
+def preferences(session: Session, account_id: int) -> Preferences:
+    return Preferences(
+        marketing_email=_live_consent(session, account_id, MARKETING_EMAIL) is not None,
+        marketing_sms=_live_consent(session, account_id, MARKETING_SMS) is not None,
+    )
+
+
+def set_preferences(
+    session: Session, settings: Settings, account: Account, wanted: Preferences, *, now: datetime, source: str
+) -> list[str]:
+    """Grant or withdraw each marketing consent as a record; returns the kinds that changed."""
+    changed = []
+    for kind, on in ((MARKETING_EMAIL, wanted.marketing_email), (MARKETING_SMS, wanted.marketing_sms)):
+        live = _live_consent(session, account.id, kind)
+        if on and live is None:
+            session.add(
+                Consent(
+                    account_id=account.id,
+                    kind=kind,
+                    text_version=settings.privacy_version,
+                    granted_at=now,
+                    source=source,
+                )
+            )
+            changed.append(kind)
+        elif not on and live is not None:
+            live.withdrawn_at = now
+            changed.append(kind)
+    if changed:
+        audit.record(session, "preferences_changed", now=now, account_id=account.id, changed=changed)
+    return changed

@@ -1,0 +1,758 @@
+"""Login, logout, two-step verification at login, self-registration and password reset pages."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from onboarding import audit, login, password_reset, registration, sessions, sms_codes, two_factor
+from onboarding.accounts import NewAccount
+from onboarding.clock import utcnow
+from onboarding.errors import FieldError, ValidationFailed
+from onboarding.i18n import N_, gettext_
+from onboarding.models import Account
+from onboarding.web import (
+    clear_session_cookie,
+    client_ip,
+    commit,
+    csrf_protect,
+    db_session,
+    rate_limits,
+    render,
+    safe_next,
+    session_of,
+    set_session_cookie,
+    settings_of,
+)
+from vehicles.service import KNOWN_COUNTRIES
+
+router = APIRouter(include_in_schema=False)
+Db = Annotated[Session, Depends(db_session)]
+Csrf = Depends(csrf_protect)
+RESET_COOKIE = "onb_reset"
+
+
+def by_field(errors: list[FieldError]) -> dict[str, list[FieldError]]:
+    grouped: dict[str, list[FieldError]] = {}
+    for error in errors:
+        grouped.setdefault(error.field, []).append(error)
+    return grouped
+
+
+def parse_date(raw: str) -> date | None:
+    try:
+        return date.fromisoformat(raw.strip())
+    except ValueError:
+        return None
+
+
+def message_page(
+    request: Request,
+    title: str,
+    paragraphs: list[str],
+    actions: list[tuple[str, str]] | None = None,
+    *,
+    status: int = 200,
+    language: str | None = None,
+) -> Response:
+    context = {"title": title, "paragraphs": paragraphs, "actions": actions or []}
+    return render(request, "message.html", context, status=status, language=language)
+
+
+# --- login -------------------------------------------------------------------------------------------
+
+
+def _login_form(request: Request, *, next_url: str, status: int = 200, **context: Any) -> Response:
+    return render(request, "login.html", {"next": next_url, **context}, status=status)
+
+
+FAILURES = {
+    login.LoginOutcome.FAILED: (401, N_("The email address or password is not correct.")),
+    login.LoginOutcome.LOCKED: (
+        423,
+        N_(
+            "The maximum number of failed login attempts has been reached. Your ID is locked for "
+            "%(minutes)s minutes to protect your security. You can reset your password to unlock it now."
+        ),
+    ),
+    login.LoginOutcome.RATE_LIMITED: (429, N_("Too many attempts. Wait a few minutes and try again.")),
+}
+
+
+def password_login(
+    request: Request,
+    session: Session,
+    *,
+    email: str,
+    password: str,
+    next_url: str,
+    form: dict[str, Any] | None = None,
+) -> Response:
+    """The password step of every login form: the login page and the invitation's "log in instead"."""
+    settings = settings_of(request)
+    now = utcnow()
+    ip = client_ip(request)
+    result = login.check_password(
+        session, settings, rate_limits(request), email=email, password=password, now=now, ip=ip
+    )
+    if result.outcome in FAILURES:
+        session.commit()  # keeps the failure count, the lock and the audit events
+        status, text = FAILURES[result.outcome]
+        return _login_form(
+            request,
+            next_url=next_url,
+            status=status,
+            email=email,
+            failure=gettext_(text, minutes=settings.lockout_minutes) if "%(" in text else gettext_(text),
+            locked=result.outcome is login.LoginOutcome.LOCKED,
+            **(form or {}),
+        )
+    account = result.account
+    assert account is not None
+    stage = {
+        login.LoginOutcome.UNVERIFIED: sessions.UNVERIFIED,
+        login.LoginOutcome.SECOND_FACTOR: sessions.SECOND_FACTOR,
+    }.get(result.outcome, sessions.FULL)
+    location = {
+        sessions.UNVERIFIED: "/register/pending",
+        sessions.SECOND_FACTOR: f"/login/verify?next={next_url}",
+    }.get(stage, next_url)
+    return start_session(request, session, account, stage=stage, location=location, method="password")
+
+
+def start_session(
+    request: Request, session: Session, account: Account, *, stage: str, location: str, method: str
+) -> Response:
+    """A new session (and cookie) for ``account``, ending the one the browser had: login rotates."""
+    now = utcnow()
+    previous = session_of(
+        request, session, stages=(sessions.FULL, sessions.SECOND_FACTOR, sessions.UNVERIFIED)
+    )
+    _row, token = sessions.start(
+        session,
+        settings_of(request),
+        account,
+        stage=stage,
+        now=now,
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+        replaces=previous.session if previous else None,
+    )
+    if stage == sessions.FULL:
+        audit.record(session, "login", now=now, account_id=account.id, ip=client_ip(request), method=method)
+    session.commit()
+    response = RedirectResponse(location, status_code=303)
+    set_session_cookie(request, response, token)
+    return response
+
+
+@router.get("/login")
+def login_page(request: Request, session: Db, next: str = "") -> Response:
+    next_url = safe_next(next)
+    if session_of(request, session) is not None:
+        return RedirectResponse(next_url, status_code=303)
+    return _login_form(request, next_url=next_url)
+
+
+@router.post("/login", dependencies=[Csrf])
+def login_submit(
+    request: Request,
+    session: Db,
+    email: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    next: Annotated[str, Form()] = "",
+) -> Response:
+    return password_login(request, session, email=email, password=password, next_url=safe_next(next))
+
+
+@router.post("/logout", dependencies=[Csrf])
+def logout(request: Request, session: Db) -> Response:
+    current = session_of(
+        request, session, stages=(sessions.FULL, sessions.SECOND_FACTOR, sessions.UNVERIFIED)
+    )
+    if current is not None:
+        sessions.end(current.session, now=utcnow(), reason="logout")
+        session.commit()
+    response = RedirectResponse("/login?signed_out=1", status_code=303)
+    clear_session_cookie(response)
+    return response
+
+
+# --- second factor at login ---------------------------------------------------------------------------
+
+
+def _methods(account: Account) -> list[str]:
+    methods = []
+    if account.totp_confirmed_at is not None:
+        methods.append(two_factor.TOTP)
+    if account.phone_verified_at is not None and account.phone:
+        methods.append(two_factor.SMS)
+    methods.append("backup")
+    return methods
+
+
+def _second_factor_page(
+    request: Request,
+    session: Session,
+    current: sessions.CurrentSession,
+    *,
+    method: str,
+    next_url: str,
+    status: int = 200,
+    failure: str | None = None,
+    message: str | None = None,
+) -> Response:
+    account = current.account
+    methods = _methods(account)
+    if method not in methods:
+        method = account.two_factor if account.two_factor in methods else methods[0]
+    sms = None
+    if method == two_factor.SMS:
+        assert account.phone is not None
+        sms = sms_codes.state(
+            session, settings_of(request), account.id, sms_codes.LOGIN, account.phone, now=utcnow()
+        )
+    return render(
+        request,
+        "second_factor.html",
+        {
+            "method": method,
+            "alternatives": [m for m in methods if m != method],
+            "next": next_url,
+            "sms": sms,
+            "failure": failure,
+            "message": message,
+        },
+        status=status,
+        language=account.language,
+    )
+
+
+def _pending_second_factor(request: Request, session: Session) -> sessions.CurrentSession | None:
+    return session_of(request, session, stages=(sessions.SECOND_FACTOR,))
+
+
+@router.get("/login/verify")
+def second_factor_page(request: Request, session: Db, method: str = "", next: str = "") -> Response:
+    current = _pending_second_factor(request, session)
+    if current is None:
+        return RedirectResponse("/login", status_code=303)
+    return _second_factor_page(request, session, current, method=method, next_url=safe_next(next))
+
+
+@router.post("/login/verify", dependencies=[Csrf])
+def second_factor_submit(
+    request: Request,
+    session: Db,
+    code: Annotated[str, Form(max_length=64)] = "",
+    method: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "",
+) -> Response:
+    current = _pending_second_factor(request, session)
+    if current is None:
+        return RedirectResponse("/login", status_code=303)
+    settings = settings_of(request)
+    account = current.account
+    next_url = safe_next(next)
+    now = utcnow()
+    ip = client_ip(request)
+    if not rate_limits(request).hit(settings.rate_limit_login_per_account, "second-factor", str(account.id)):
+        text = gettext_("Too many attempts. Wait a few minutes and try again.")
+        return _second_factor_page(
+            request, session, current, method=method, next_url=next_url, status=429, failure=text
+        )
+    ok = False
+    if method == two_factor.TOTP and account.totp_confirmed_at is not None:
+        ok = two_factor.check_totp(settings, account, code, now=now)
+    elif method == two_factor.SMS and account.phone_verified_at is not None and account.phone:
+        outcome = sms_codes.check_code(
+            session,
+            settings,
+            account,
+            purpose=sms_codes.LOGIN,
+            phone=account.phone,
+            code=code,
+            now=now,
+            ip=ip,
+        )
+        ok = outcome is sms_codes.CheckOutcome.OK
+    elif method == "backup":
+        ok = two_factor.use_backup_code(session, settings, account, code, now=now, ip=ip)
+    if not ok:
+        audit.record(session, "second_factor_failed", now=now, account_id=account.id, ip=ip, method=method)
+        session.commit()
+        return _second_factor_page(
+            request,
+            session,
+            current,
+            method=method,
+            next_url=next_url,
+            status=401,
+            failure=gettext_("That code is not correct, or was already used."),
+        )
+    return start_session(request, session, account, stage=sessions.FULL, location=next_url, method=method)
+
+
+@router.post("/login/verify/sms", dependencies=[Csrf])
+def second_factor_sms(
+    request: Request, session: Db, background: BackgroundTasks, next: Annotated[str, Form()] = ""
+) -> Response:
+    current = _pending_second_factor(request, session)
+    if current is None or not current.account.phone or current.account.phone_verified_at is None:
+        return RedirectResponse("/login", status_code=303)
+    outcome = sms_codes.send_code(
+        session,
+        settings_of(request),
+        current.account,
+        purpose=sms_codes.LOGIN,
+        phone=current.account.phone,
+        now=utcnow(),
+        ip=client_ip(request),
+    )
+    commit(request, session, background)
+    return _second_factor_page(
+        request,
+        session,
+        current,
+        method=two_factor.SMS,
+        next_url=safe_next(next),
+        status=200 if outcome is sms_codes.SendOutcome.SENT else 429,
+        message=sms_send_message(outcome),
+    )
+
+
+def sms_send_message(outcome: sms_codes.SendOutcome) -> str:
+    return {
+        sms_codes.SendOutcome.SENT: gettext_("We sent a new code. It is valid for 10 minutes."),
+        sms_codes.SendOutcome.COOLDOWN: gettext_("Wait a minute before asking for another code."),
+        sms_codes.SendOutcome.LIMIT: gettext_("You asked for 5 codes in the last hour. Try again later."),
+        sms_codes.SendOutcome.LOCKED: gettext_(
+            "Too many wrong codes. Try again in an hour, or contact support."
+        ),
+    }[outcome]
+
+
+# --- self-registration -----------------------------------------------------------------------------------
+
+
+def _register_form(
+    request: Request,
+    *,
+    errors: list[FieldError] | None = None,
+    values: dict[str, Any] | None = None,
+    status: int = 200,
+) -> Response:
+    return render(
+        request,
+        "register.html",
+        {"errors": by_field(errors or []), "values": values or {}, "countries": sorted(KNOWN_COUNTRIES)},
+        status=status,
+    )
+
+
+@router.get("/register")
+def register_page(request: Request) -> Response:
+    return _register_form(request, values={"language": None})
+
+
+@router.post("/register", dependencies=[Csrf])
+def register_submit(
+    request: Request,
+    session: Db,
+    background: BackgroundTasks,
+    email: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    password_confirmation: Annotated[str, Form(max_length=1024)] = "",
+    first_name: Annotated[str, Form(max_length=200)] = "",
+    last_name: Annotated[str, Form(max_length=200)] = "",
+    birth_date: Annotated[str, Form(max_length=20)] = "",
+    country: Annotated[str, Form(max_length=8)] = "",
+    language: Annotated[str, Form(max_length=8)] = "",
+    accept_terms: Annotated[bool, Form()] = False,
+    accept_privacy: Annotated[bool, Form()] = False,
+    marketing_email: Annotated[bool, Form()] = False,
+) -> Response:
+    settings = settings_of(request)
+    values = {
+        "email": email,
+        "first_name": first_name,
+        "last_name": last_name,
+        "birth_date": birth_date,
+        "country": country,
+        "language": language,
+        "accept_terms": accept_terms,
+        "accept_privacy": accept_privacy,
+        "marketing_email": marketing_email,
+    }
+    limits = rate_limits(request)
+    if not limits.hit(settings.rate_limit_email_per_ip, "register-ip", client_ip(request)) or not limits.hit(
+        settings.rate_limit_email_per_address, "register-address", email
+    ):
+        return _register_form(
+            request,
+            errors=[FieldError("email", N_("Too many attempts. Wait a few minutes and try again."))],
+            values=values,
+            status=429,
+        )
+    data = NewAccount(
+        email=email,
+        password=password,
+        password_confirmation=password_confirmation,
+        first_name=first_name,
+        last_name=last_name,
+        birth_date=parse_date(birth_date),
+        country=country,
+        language=language,
+        accept_terms=accept_terms,
+        accept_privacy=accept_privacy,
+        marketing_email=marketing_email,
+    )
+    try:
+        registration.register(session, settings, data, now=utcnow(), ip=client_ip(request))
+    except ValidationFailed as exc:
+        errors = exc.errors
+        if birth_date and data.birth_date is None:
+            errors = [e for e in errors if e.field != "birth_date"]
+            errors.append(FieldError("birth_date", N_("Use the form YYYY-MM-DD.")))
+        return _register_form(request, errors=errors, values=values, status=422)
+    commit(request, session, background)
+    return message_page(
+        request,
+        gettext_("Check your email"),
+        [
+            gettext_(
+                "We sent a link to %(email)s. Open it within %(hours)s hours to activate your ID.",
+                email=email.strip().lower(),
+                hours=settings.email_verification_valid_hours,
+            ),
+            gettext_("You cannot use your ID until your email address is confirmed."),
+            gettext_("No email? Look in your spam folder, or log in to send the link again."),
+        ],
+        [("/login", gettext_("I have confirmed it: log in")), ("/", gettext_("Do this later"))],
+        language=language or None,
+    )
+
+
+@router.get("/register/verify/{token}")
+def register_verify(token: str, request: Request, session: Db) -> Response:
+    account = registration.verify(session, token, now=utcnow(), ip=client_ip(request))
+    if account is None:
+        return message_page(
+            request,
+            gettext_("This link no longer works"),
+            [
+                gettext_("Activation links work once and for 72 hours."),
+                gettext_("Log in with your email and password to get a new link."),
+            ],
+            [("/login", gettext_("Log in"))],
+            status=410,
+        )
+    session.commit()
+    return message_page(
+        request,
+        gettext_("Your email address is confirmed"),
+        [gettext_("Your ID is active. Log in to continue.")],
+        [("/login", gettext_("Log in"))],
+        language=account.language,
+    )
+
+
+@router.get("/register/pending")
+def register_pending(request: Request, session: Db, sent: str = "") -> Response:
+    current = session_of(request, session, stages=(sessions.UNVERIFIED,))
+    if current is None:
+        return RedirectResponse("/login", status_code=303)
+    return render(
+        request,
+        "register_pending.html",
+        {"email": current.account.email, "message": gettext_("We sent a new link.") if sent else None},
+        language=current.account.language,
+    )
+
+
+@router.post("/register/resend", dependencies=[Csrf])
+def register_resend(request: Request, session: Db, background: BackgroundTasks) -> Response:
+    current = session_of(request, session, stages=(sessions.UNVERIFIED,))
+    if current is None:
+        return RedirectResponse("/login", status_code=303)
+    settings = settings_of(request)
+    if not rate_limits(request).hit(
+        settings.rate_limit_email_per_address, "verify-resend", current.account.email
+    ):
+        return render(
+            request,
+            "register_pending.html",
+            {
+                "email": current.account.email,
+                "message": gettext_("Too many attempts. Wait a few minutes and try again."),
+            },
+            status=429,
+            language=current.account.language,
+        )
+    registration.send_verification(session, settings, current.account, now=utcnow())
+    commit(request, session, background)
+    return RedirectResponse("/register/pending?sent=1", status_code=303)
+
+
+# --- password reset ----------------------------------------------------------------------------------
+
+
+@router.get("/password/forgot")
+def forgot_page(request: Request) -> Response:
+    return render(request, "forgot.html", {"errors": {}, "email": ""})
+
+
+@router.post("/password/forgot", dependencies=[Csrf])
+def forgot_submit(
+    request: Request,
+    session: Db,
+    background: BackgroundTasks,
+    email: Annotated[str, Form(max_length=320)] = "",
+) -> Response:
+    settings = settings_of(request)
+    limits = rate_limits(request)
+    if not limits.hit(settings.rate_limit_email_per_ip, "reset-ip", client_ip(request)) or not limits.hit(
+        settings.rate_limit_email_per_address, "reset-address", email
+    ):
+        return render(
+            request,
+            "forgot.html",
+            {
+                "errors": by_field(
+                    [FieldError("email", N_("Too many attempts. Wait a few minutes and try again."))]
+                ),
+                "email": email,
+            },
+            status=429,
+        )
+    try:
+        password_reset.request_reset(session, settings, email=email, now=utcnow(), ip=client_ip(request))
+    except ValidationFailed as exc:
+        return render(request, "forgot.html", {"errors": by_field(exc.errors), "email": email}, status=422)
+    commit(request, session, background)
+    return message_page(
+        request,
+        gettext_("Check your email"),
+        [
+            gettext_(
+                "If %(email)s belongs to an ID, we have sent it a link to choose a new password. "
+                "The link works once, for %(minutes)s minutes.",
+                email=email.strip().lower(),
+                minutes=settings.password_reset_valid_minutes,
+            ),
+            gettext_(
+                "No email? Look in your spam folder, or check that you typed the address you log in with."
+            ),
+        ],
+        [("/login", gettext_("Back to login"))],
+    )
+
+
+def _reset_link_problem(request: Request) -> Response:
+    response = message_page(
+        request,
+        gettext_("This link no longer works"),
+        [gettext_("Password reset links work once and for one hour. Ask for a new one.")],
+        [("/password/forgot", gettext_("Reset your password"))],
+        status=410,
+    )
+    response.delete_cookie(RESET_COOKIE, path="/password")
+    return response
+
+
+@router.get("/password/reset/{token}")
+def reset_link(token: str, request: Request, session: Db) -> Response:
+    """The emailed link: checked, then moved into a cookie and out of the address bar."""
+    if password_reset.open_link(session, token, now=utcnow()) is None:
+        return _reset_link_problem(request)
+    response = RedirectResponse("/password/reset", status_code=303)
+    response.set_cookie(
+        RESET_COOKIE,
+        token,
+        max_age=settings_of(request).password_reset_valid_minutes * 60,
+        httponly=True,
+        samesite="lax",
+        secure=settings_of(request).secure_cookies,
+        path="/password",
+    )
+    return response
+
+
+def _reset_page(
+    request: Request,
+    session: Session,
+    *,
+    errors: list[FieldError] | None = None,
+    message: str | None = None,
+    status: int = 200,
+) -> Response:
+    found = password_reset.open_link(session, request.cookies.get(RESET_COOKIE), now=utcnow())
+    if found is None:
+        return _reset_link_problem(request)
+    row, account = found
+    sms = None
+    if account.phone_verified_at is not None and account.phone:
+        sms = sms_codes.state(
+            session, settings_of(request), account.id, sms_codes.RESET, account.phone, now=utcnow()
+        )
+    return render(
+        request,
+        "reset.html",
+        {
+            "identity_checked": row.identity_checked_at is not None,
+            "sms": sms,
+            "errors": by_field(errors or []),
+            "message": message,
+        },
+        status=status,
+        language=account.language,
+    )
+
+
+@router.get("/password/reset")
+def reset_page(request: Request, session: Db) -> Response:
+    return _reset_page(request, session)
+
+
+def _open_reset(request: Request, session: Session) -> tuple[Any, Account] | None:
+    return password_reset.open_link(session, request.cookies.get(RESET_COOKIE), now=utcnow())
+
+
+@router.post("/password/reset/birth-date", dependencies=[Csrf])
+def reset_birth_date(
+    request: Request, session: Db, birth_date: Annotated[str, Form(max_length=20)] = ""
+) -> Response:
+    found = _open_reset(request, session)
+    if found is None:
+        return _reset_link_problem(request)
+    row, account = found
+    outcome = password_reset.check_birth_date(
+        session, row, account, parse_date(birth_date), now=utcnow(), ip=client_ip(request)
+    )
+    session.commit()
+    if outcome is password_reset.IdentityCheck.OK:
+        return RedirectResponse("/password/reset", status_code=303)
+    if outcome is password_reset.IdentityCheck.BLOCKED:
+        return message_page(
+            request,
+            gettext_("We could not confirm who you are"),
+            [gettext_("Too many answers were wrong, so this link was cancelled. Contact support for help.")],
+            [("/password/forgot", gettext_("Reset your password"))],
+            status=403,
+        )
+    return _reset_page(
+        request,
+        session,
+        errors=[FieldError("birth_date", N_("That does not match our records."))],
+        status=422,
+    )
+
+
+@router.post("/password/reset/sms", dependencies=[Csrf])
+def reset_send_sms(request: Request, session: Db, background: BackgroundTasks) -> Response:
+    found = _open_reset(request, session)
+    if found is None:
+        return _reset_link_problem(request)
+    _row, account = found
+    if account.phone_verified_at is None or not account.phone:
+        return RedirectResponse("/password/reset", status_code=303)
+    outcome = sms_codes.send_code(
+        session,
+        settings_of(request),
+        account,
+        purpose=sms_codes.RESET,
+        phone=account.phone,
+        now=utcnow(),
+        ip=client_ip(request),
+    )
+    commit(request, session, background)
+    return _reset_page(
+        request,
+        session,
+        message=sms_send_message(outcome),
+        status=200 if outcome is sms_codes.SendOutcome.SENT else 429,
+    )
+
+
+@router.post("/password/reset/sms-code", dependencies=[Csrf])
+def reset_check_sms(
+    request: Request, session: Db, code: Annotated[str, Form(max_length=20)] = ""
+) -> Response:
+    found = _open_reset(request, session)
+    if found is None:
+        return _reset_link_problem(request)
+    row, account = found
+    if account.phone_verified_at is None or not account.phone:
+        return RedirectResponse("/password/reset", status_code=303)
+    outcome = sms_codes.check_code(
+        session,
+        settings_of(request),
+        account,
+        purpose=sms_codes.RESET,
+        phone=account.phone,
+        code=code,
+        now=utcnow(),
+        ip=client_ip(request),
+    )
+    if outcome is sms_codes.CheckOutcome.OK:
+        password_reset.sms_identity_passed(row, now=utcnow())
+        session.commit()
+        return RedirectResponse("/password/reset", status_code=303)
+    session.commit()
+    return _reset_page(request, session, errors=[FieldError("code", code_problem(outcome))], status=422)
+
+
+def code_problem(outcome: sms_codes.CheckOutcome) -> str:
+    return {
+        sms_codes.CheckOutcome.WRONG: N_("That code is not correct."),
+        sms_codes.CheckOutcome.EXPIRED: N_("That code has expired. Ask for a new one."),
+        sms_codes.CheckOutcome.LOCKED: N_("Too many wrong codes. Try again in an hour, or contact support."),
+        sms_codes.CheckOutcome.NO_CODE: N_("Ask for a code first."),
+        sms_codes.CheckOutcome.OK: "",
+    }[outcome]
+
+
+@router.post("/password/reset/new", dependencies=[Csrf])
+def reset_new_password(
+    request: Request,
+    session: Db,
+    background: BackgroundTasks,
+    password: Annotated[str, Form(max_length=1024)] = "",
+    password_confirmation: Annotated[str, Form(max_length=1024)] = "",
+) -> Response:
+    found = _open_reset(request, session)
+    if found is None:
+        return _reset_link_problem(request)
+    row, account = found
+    try:
+        password_reset.complete_reset(
+            session,
+            settings_of(request),
+            row,
+            account,
+            password=password,
+            confirmation=password_confirmation,
+            now=utcnow(),
+            ip=client_ip(request),
+        )
+    except ValidationFailed as exc:
+        session.rollback()
+        return _reset_page(request, session, errors=exc.errors, status=422)
+    commit(request, session, background)
+    response = message_page(
+        request,
+        gettext_("Your password was changed"),
+        [
+            gettext_("Every device that was signed in to your ID has been signed out."),
+            gettext_("Log in with your new password."),
+        ],
+        [("/login", gettext_("Log in"))],
+        language=account.language,
+    )
+    response.delete_cookie(RESET_COOKIE, path="/password")
+    clear_session_cookie(response)
+    return response

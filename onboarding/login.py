@@ -1,0 +1,97 @@
+"""Password login (SPEC §3.2): one generic failure, lockout after consecutive failures, rate limits
+per IP and per account, and the same work for unknown addresses as for known ones.
+
+Unknown addresses are "locked" too, with the same message after the same number of failures
+(counted in the rate-limit storage), so the lock message does not reveal which addresses have an ID."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy.orm import Session
+
+from onboarding import audit
+from onboarding.accounts import find_account, verify_password
+from onboarding.models import Account
+from onboarding.ratelimit import RateLimits
+from onboarding.settings import Settings
+
+
+class LoginOutcome(StrEnum):
+    SIGNED_IN = "signed_in"
+    SECOND_FACTOR = "second_factor"
+    UNVERIFIED = "unverified"
+    FAILED = "failed"
+    LOCKED = "locked"
+    RATE_LIMITED = "rate_limited"
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    outcome: LoginOutcome
+    account: Account | None = None
+
+
+def is_locked(account: Account, now: datetime) -> bool:
+    return account.locked_until is not None and account.locked_until > now
+
+
+def unlock(account: Account) -> None:
+    account.locked_until = None
+    account.failed_logins = 0
+
+
+def check_password(
+    session: Session,
+    settings: Settings,
+    limits: RateLimits,
+    *,
+    email: str,
+    password: str,
+    now: datetime,
+    ip: str,
+) -> LoginResult:
+    address = email.strip().lower()
+    if not limits.hit(settings.rate_limit_login_per_ip, "login-ip", ip) or not limits.hit(
+        settings.rate_limit_login_per_account, "login-account", address
+    ):
+        return LoginResult(LoginOutcome.RATE_LIMITED)
+    account = find_account(session, address) if address else None
+    if account is None:
+        verify_password(None, password)  # the same hashing work as for a known address
+        unknown_lock = f"{settings.lockout_failures}/{settings.lockout_minutes} minutes"
+        if not limits.hit(unknown_lock, "login-unknown", address) or not limits.allows(
+            unknown_lock, "login-unknown", address
+        ):
+            return LoginResult(LoginOutcome.LOCKED)
+        return LoginResult(LoginOutcome.FAILED)
+    if is_locked(account, now):
+        verify_password(None, password)
+        audit.record(session, "login_refused_locked", now=now, account_id=account.id, ip=ip)
+        return LoginResult(LoginOutcome.LOCKED, account)
+    if not verify_password(account, password):
+        account.failed_logins = (account.failed_logins or 0) + 1
+        if account.failed_logins >= settings.lockout_failures:
+            account.locked_until = now + timedelta(minutes=settings.lockout_minutes)
+            audit.record(
+                session,
+                "account_locked",
+                now=now,
+                account_id=account.id,
+                ip=ip,
+                failures=account.failed_logins,
+                until=account.locked_until.isoformat(),
+            )
+            account.failed_logins = 0
+            return LoginResult(LoginOutcome.LOCKED, account)
+        audit.record(session, "login_failed", now=now, account_id=account.id, ip=ip)
+        return LoginResult(LoginOutcome.FAILED, account)
+    account.failed_logins = 0
+    account.locked_until = None
+    if account.email_verified_at is None:
+        return LoginResult(LoginOutcome.UNVERIFIED, account)
+    if account.two_factor:
+        return LoginResult(LoginOutcome.SECOND_FACTOR, account)
+    return LoginResult(LoginOutcome.SIGNED_IN, account)
