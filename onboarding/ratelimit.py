@@ -24,8 +24,8 @@ class RateLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
         if settings.redis_url:
-            return cls(storage_from_string(settings.redis_url))  # type: ignore[arg-type]
-        return cls(MemoryStorage())
+            return cls(storage_from_string(settings.redis_url), settings.rate_limit_namespace)  # type: ignore[arg-type]
+        return cls(MemoryStorage(), settings.rate_limit_namespace)
 
     def _key(self, scope: str, subject: str) -> tuple[str, str]:
         digest = hashlib.sha256(subject.strip().lower().encode()).hexdigest()[:32]

@@ -44,8 +44,9 @@ class Settings(BaseSettings):
     sms_sender_name: str = "Nordlicht"
     # Rate limits (``limits`` notation) live in memory, or in Redis when set so instances share them.
     redis_url: str | None = None
+    rate_limit_namespace: str = "onboarding"
     rate_limit_login_per_ip: str = "30/minute;300/hour"
-    rate_limit_login_per_account: str = "10/minute;60/hour"
+    rate_limit_login_per_account: str = "20/minute;100/hour"
     rate_limit_email_per_ip: str = "10/minute;50/hour"
     rate_limit_email_per_address: str = "3/minute;10/hour"
     # Only behind a proxy that sets it: the client address is then the last X-Forwarded-For hop.

@@ -27,6 +27,7 @@ from onboarding.api_keys import create_api_key
 from onboarding.app import create_app
 from onboarding.db import Base, make_engine, make_session_factory, transaction
 from onboarding.settings import Settings
+from tests.sms_gateway import sms_gateway  # noqa: F401 (a fixture: a real HTTP SMS gateway)
 from vehicles.models import Powertrain
 from vehicles.schemas import DealerIn, VehicleModelIn
 from vehicles.service import upsert_dealer, upsert_model

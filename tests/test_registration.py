@@ -1,0 +1,153 @@
+"""Self-registration (SPEC §3.2, seed 000): a 72-hour verification link, resend, no access until
+verified, the same answer for an address that has an ID, take-over of an abandoned registration."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from onboarding import registration
+from onboarding.accounts import NewAccount
+from onboarding.clock import utcnow
+from onboarding.models import Account, Consent
+from onboarding.settings import Settings
+from tests.account_support import (
+    BIRTH,
+    PASSWORD,
+    account,
+    csrf,
+    emails_to,
+    link_to,
+    log_in,
+    make_account,
+    run_and_send,
+)
+from tests.conftest import Database
+
+
+def _form(client: TestClient, **overrides: str) -> dict[str, str]:
+    form = {
+        **csrf(client),
+        "email": "Nils@Example.com",
+        "first_name": "Nils",
+        "last_name": "Berg",
+        "birth_date": BIRTH.isoformat(),
+        "country": "NO",
+        "language": "nb",
+        "password": PASSWORD,
+        "password_confirmation": PASSWORD,
+        "accept_terms": "true",
+        "accept_privacy": "true",
+        "marketing_email": "true",
+    }
+    form.update(overrides)
+    return {k: v for k, v in form.items() if v != ""}
+
+
+def test_register_verify_then_log_in(db: Database, settings: Settings, client: TestClient) -> None:
+    assert client.get("/register").status_code == 200
+    response = client.post("/register", data=_form(client))
+    assert response.status_code == 200 and "nils@example.com" in response.text
+    created = account(db.factory, "nils@example.com")
+    assert created.email_verified_at is None and created.country == "NO"
+    with db.factory() as session:
+        kinds = {c.kind for c in session.scalars(select(Consent).where(Consent.account_id == created.id))}
+    assert kinds == {"terms", "privacy_notice", "marketing_email"}
+
+    # No access before verification: a correct login leads to the resend page only.
+    login = log_in(client, email="nils@example.com")
+    assert login.headers["location"] == "/register/pending"
+    pending = client.get("/register/pending")
+    assert "nils@example.com" in pending.text
+    assert client.get("/account", follow_redirects=False).headers["location"] == "/register/pending"
+    resent = client.post("/register/resend", data=csrf(client), follow_redirects=False)
+    assert resent.status_code == 303
+    assert len(emails_to(db.factory, "nils@example.com")) == 2
+    # The newest link works once; the first was replaced by it.
+    first, newest = [
+        m.text_body.split("/register/verify/")[1].split()[0]
+        for m in emails_to(db.factory, "nils@example.com")
+    ]
+    assert client.get(f"/register/verify/{first}").status_code == 410
+    assert client.get(f"/register/verify/{newest}").status_code == 200
+    assert client.get(f"/register/verify/{newest}").status_code == 410
+    assert account(db.factory, "nils@example.com").email_verified_at is not None
+    assert log_in(client, email="nils@example.com").headers["location"] == "/account"
+
+
+def test_an_address_with_an_id_gets_the_same_answer_and_its_owner_a_notice(
+    db: Database, settings: Settings, client: TestClient
+) -> None:
+    make_account(db.factory, settings, utcnow(), email="nils@example.com")
+    fresh = client.post("/register", data=_form(client, email="other@example.com"))
+    taken = client.post("/register", data=_form(client))
+    assert fresh.status_code == taken.status_code == 200
+    assert fresh.content.replace(b"other@example.com", b"X") == taken.content.replace(
+        b"nils@example.com", b"X"
+    )
+    [notice] = emails_to(db.factory, "nils@example.com")
+    assert "tried to create" in (notice.subject or "")
+    with db.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Account)) == 2
+
+
+def test_bad_registration_names_the_fields_and_stores_nothing(
+    db: Database, settings: Settings, client: TestClient
+) -> None:
+    response = client.post(
+        "/register", data=_form(client, email="not-an-email", password="password123", accept_terms="")
+    )
+    assert response.status_code == 422
+    for name in ("email", "password", "accept_terms"):
+        assert f'id="{name}-error"' in response.text
+    with db.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Account)) == 0
+
+
+def _data(email: str, first: str) -> NewAccount:
+    return NewAccount(
+        email=email,
+        password=PASSWORD,
+        password_confirmation=PASSWORD,
+        first_name=first,
+        last_name="Berg",
+        birth_date=BIRTH,
+        country="SE",
+        language="sv",
+        accept_terms=True,
+        accept_privacy=True,
+    )
+
+
+def test_an_abandoned_registration_is_taken_over_after_72_hours(db: Database, settings: Settings) -> None:
+    start = utcnow()
+    run_and_send(
+        db.factory,
+        settings,
+        lambda s: registration.register(s, settings, _data("nils@example.com", "Nils"), now=start, ip=None),
+    )
+    old_link = link_to(db.factory, "nils@example.com", "/register/verify/").rsplit("/", 1)[1]
+    # Within 72 hours the address is still taken by the unverified registration.
+    again = run_and_send(
+        db.factory,
+        settings,
+        lambda s: registration.register(
+            s, settings, _data("nils@example.com", "Eve"), now=start + timedelta(hours=71), ip=None
+        ),
+    )
+    assert again is None and account(db.factory, "nils@example.com").first_name == "Nils"
+    later = start + timedelta(hours=73)
+    with db.factory() as session:
+        assert registration.verify(session, old_link, now=later, ip=None) is None  # expired
+    taken = run_and_send(
+        db.factory,
+        settings,
+        lambda s: registration.register(s, settings, _data("nils@example.com", "Nina"), now=later, ip=None),
+    )
+    assert taken is not None
+    assert account(db.factory, "nils@example.com").first_name == "Nina"
+    new_link = link_to(db.factory, "nils@example.com", "/register/verify/").rsplit("/", 1)[1]
+    run_and_send(db.factory, settings, lambda s: registration.verify(s, new_link, now=later, ip=None))
+    assert account(db.factory, "nils@example.com").email_verified_at is not None
