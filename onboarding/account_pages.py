@@ -44,7 +44,6 @@ NOTICES = {
     "two_factor_sms": N_("Two-step verification by SMS is on."),
     "pin": N_("Your security PIN was saved. If it was locked, it works again."),
     "phone": N_("Your mobile number is verified."),
-    "signed_out_others": N_("Every other device was signed out."),
 }
 
 

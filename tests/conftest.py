@@ -27,7 +27,6 @@ from onboarding.api_keys import create_api_key
 from onboarding.app import create_app
 from onboarding.db import Base, make_engine, make_session_factory, transaction
 from onboarding.settings import Settings
-from tests.sms_gateway import sms_gateway  # noqa: F401 (a fixture: a real HTTP SMS gateway)
 from vehicles.models import Powertrain
 from vehicles.schemas import DealerIn, VehicleModelIn
 from vehicles.service import upsert_dealer, upsert_model
@@ -232,3 +231,8 @@ def smtp() -> Iterator[SmtpServer]:
 @pytest.fixture
 def smtp_settings(settings: Settings, smtp: SmtpServer) -> Settings:
     return settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": smtp.port})
+
+
+# Fixtures shared by several modules, defined beside their helpers.
+from tests.browser_support import browser, page  # noqa: E402, F401
+from tests.sms_gateway import sms_gateway  # noqa: E402, F401

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,3 +58,14 @@ def sms_gateway() -> Iterator[Gateway]:
     yield gateway
     server.shutdown()
     server.server_close()
+
+
+def wait_for_code(gateway: Gateway, phone: str, *, count: int = 1, timeout: float = 10.0) -> str:
+    """The newest code once ``count`` codes reached the gateway (sent after the response)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        codes = gateway.codes_to(phone)
+        if len(codes) >= count:
+            return codes[-1]
+        time.sleep(0.05)
+    raise AssertionError(f"no SMS code reached the gateway for {phone} within {timeout} s")
