@@ -539,9 +539,8 @@ def forgot_submit(
         gettext_("Check your email"),
         [
             gettext_(
-                "If %(email)s belongs to an ID, we have sent it a link to choose a new password. "
+                "If the address belongs to an ID, we have sent it a link to choose a new password. "
                 "The link works once, for %(minutes)s minutes.",
-                email=email.strip().lower(),
                 minutes=settings.password_reset_valid_minutes,
             ),
             gettext_(

@@ -61,3 +61,44 @@ def test_every_control_is_labelled(
     pages.append(client.get(path_of(link)).text)
     counts = [_check(page) for page in pages]
     assert counts[0] >= 9 and all(counts)  # the ID form and each request form have controls
+
+
+def test_account_pages_label_every_control_and_protect_every_form(
+    db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
+) -> None:
+    from tests.account_support import log_in, make_account
+    from tests.helpers import csrf
+
+    link = invite_through_api(client, db.factory, settings, api_headers)
+    client.get(path_of(link))
+    form = {
+        **csrf(client),
+        "first_name": "Astrid",
+        "last_name": "Lindqvist",
+        "birth_date": "1985-04-12",
+        "country": "SE",
+        "language": "en",
+        "password": "violet-harbour-kettle-42",
+        "password_confirmation": "violet-harbour-kettle-42",
+        "accept_terms": "true",
+        "accept_privacy": "true",
+    }
+    client.post("/activate/id", data=form)
+    activation_pages = [client.get(p).text for p in ("/activate/phone", "/activate/phone/wrong")]
+    client.cookies.clear()
+    public = [client.get(p).text for p in ("/login", "/register", "/password/forgot")]
+    make_account(db.factory, settings, utcnow(), email="nils@example.com", phone_verified=True)
+    log_in(client, email="nils@example.com")
+    settings_pages = [
+        client.get(p).text
+        for p in (
+            "/account",
+            "/account/email",
+            "/account/password",
+            "/account/security",
+            "/account/security/pin",
+        )
+    ]
+    settings_pages.append(client.post("/account/security/totp/start", data=csrf(client)).text)
+    counts = [_check(page) for page in activation_pages + public + settings_pages]
+    assert sum(counts) >= 30 and counts[2] >= 2, counts  # the login form and the settings forms have controls

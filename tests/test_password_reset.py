@@ -43,15 +43,13 @@ def test_known_and_unknown_emails_get_byte_identical_answers(
     client.get("/password/forgot")
     known = _ask(client, "astrid@example.com")
     unknown = _ask(client, "nobody@example.com")
-    assert known.replace(b"astrid@example.com", b"X") == unknown.replace(b"nobody@example.com", b"X")
-    # The same address typed both ways gives exactly the same bytes.
-    assert _ask(client, "astrid@example.com") == known
-    assert len(emails_to(db.factory, "astrid@example.com")) == 2
+    assert known == unknown  # byte for byte: the page does not even repeat the address
+    assert len(emails_to(db.factory, "astrid@example.com")) == 1
     assert emails_to(db.factory, "nobody@example.com") == []
     # Both requests were recorded alike (one row each), only the known one can ever be used.
     with db.factory() as session:
         rows = list(session.scalars(select(AccountToken).where(AccountToken.purpose == "password_reset")))
-    assert sorted(r.account_id is None for r in rows) == [False, False, True]
+    assert sorted(r.account_id is None for r in rows) == [False, True]
 
 
 def test_reset_with_birth_date_ends_sessions_unlocks_and_does_not_log_in(
