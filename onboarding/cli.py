@@ -65,6 +65,9 @@ def serve(
     typer.echo(f"Serving on http://{host}:{port}  (public base URL {base})")
     if settings.dev_mailbox_enabled:
         typer.echo(f"No SMTP host configured: emails go to the development mailbox at {base}/dev/mailbox")
+    if settings.sms_backend == "dev":
+        typer.echo(f"No SMS gateway configured: text messages (codes) go to {base}/dev/sms")
+    typer.echo(f"Log in or create an ID without an invitation: {base}/login, {base}/register")
     typer.echo(f"API documentation: {base}/api/docs")
     uvicorn.run(create_app(settings, run_scheduler=scheduler), host=host, port=port, log_level="warning")
 
