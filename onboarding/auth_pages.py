@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -119,7 +120,7 @@ def password_login(
     }.get(result.outcome, sessions.FULL)
     location = {
         sessions.UNVERIFIED: "/register/pending",
-        sessions.SECOND_FACTOR: f"/login/verify?next={next_url}",
+        sessions.SECOND_FACTOR: f"/login/verify?next={quote(next_url)}",
     }.get(stage, next_url)
     return start_session(request, session, account, stage=stage, location=location, method="password")
 
@@ -283,7 +284,20 @@ def second_factor_submit(
     elif method == "backup":
         ok = two_factor.use_backup_code(session, settings, account, code, now=now, ip=ip)
     if not ok:
-        audit.record(session, "second_factor_failed", now=now, account_id=account.id, ip=ip, method=method)
+        # Wrong codes count towards the same lockout as wrong passwords: no guessing codes for long.
+        if login.record_failure(session, settings, account, now=now, ip=ip, factor=method):
+            sessions.end(current.session, now=now, reason="locked")
+            session.commit()
+            response = _login_form(
+                request,
+                next_url=next_url,
+                status=423,
+                email=account.email,
+                failure=gettext_(FAILURES[login.LoginOutcome.LOCKED][1], minutes=settings.lockout_minutes),
+                locked=True,
+            )
+            clear_session_cookie(response)
+            return response
         session.commit()
         return _second_factor_page(
             request,

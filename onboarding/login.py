@@ -72,22 +72,8 @@ def check_password(
         audit.record(session, "login_refused_locked", now=now, account_id=account.id, ip=ip)
         return LoginResult(LoginOutcome.LOCKED, account)
     if not verify_password(account, password):
-        account.failed_logins = (account.failed_logins or 0) + 1
-        if account.failed_logins >= settings.lockout_failures:
-            account.locked_until = now + timedelta(minutes=settings.lockout_minutes)
-            audit.record(
-                session,
-                "account_locked",
-                now=now,
-                account_id=account.id,
-                ip=ip,
-                failures=account.failed_logins,
-                until=account.locked_until.isoformat(),
-            )
-            account.failed_logins = 0
-            return LoginResult(LoginOutcome.LOCKED, account)
-        audit.record(session, "login_failed", now=now, account_id=account.id, ip=ip)
-        return LoginResult(LoginOutcome.FAILED, account)
+        locked = record_failure(session, settings, account, now=now, ip=ip, factor="password")
+        return LoginResult(LoginOutcome.LOCKED if locked else LoginOutcome.FAILED, account)
     account.failed_logins = 0
     account.locked_until = None
     if account.email_verified_at is None:
@@ -95,3 +81,26 @@ def check_password(
     if account.two_factor:
         return LoginResult(LoginOutcome.SECOND_FACTOR, account)
     return LoginResult(LoginOutcome.SIGNED_IN, account)
+
+
+def record_failure(
+    session: Session, settings: Settings, account: Account, *, now: datetime, ip: str, factor: str
+) -> bool:
+    """One more consecutive failure (a wrong password or second-factor code); True when it locks."""
+    account.failed_logins = (account.failed_logins or 0) + 1
+    if account.failed_logins >= settings.lockout_failures:
+        account.locked_until = now + timedelta(minutes=settings.lockout_minutes)
+        audit.record(
+            session,
+            "account_locked",
+            now=now,
+            account_id=account.id,
+            ip=ip,
+            failures=account.failed_logins,
+            factor=factor,
+            until=account.locked_until.isoformat(),
+        )
+        account.failed_logins = 0
+        return True
+    audit.record(session, "login_failed", now=now, account_id=account.id, ip=ip, factor=factor)
+    return False

@@ -240,3 +240,23 @@ def test_settings_need_a_session_and_a_csrf_token(
         "/account/sign-out-everywhere", data={}, headers={"Origin": "https://evil.example"}
     )
     assert cross_site.status_code == 403 and client.get("/account").status_code == 200
+
+
+def test_wrong_second_factor_codes_count_towards_the_lockout(
+    db: Database, settings: Settings, client: TestClient
+) -> None:
+    make_account(db.factory, settings, utcnow())
+    log_in(client)
+    _enrol_totp(client)
+    client.post("/logout", data=csrf(client))
+    log_in(client)
+    statuses = [
+        client.post(
+            "/login/verify", data={**csrf(client), "method": "backup", "code": "aaaaa-bbbbb"}
+        ).status_code
+        for _ in range(10)
+    ]
+    assert statuses == [401] * 9 + [423]
+    assert account(db.factory).locked_until is not None
+    # The half-signed-in session ended with the lock.
+    assert client.get("/login/verify", follow_redirects=False).headers["location"] == "/login"
