@@ -18,7 +18,7 @@ from notifications import outbox
 from notifications.email import build_email, render_email
 from notifications.support import SupportContact, support_contact
 from onboarding.crypto import hashes_match, new_token, seal_text, token_hash, unseal_text
-from onboarding.models import Account, Invitation
+from onboarding.models import Account, Invitation, SecurityPin
 from onboarding.settings import Settings
 from vehicles.models import CLOSED_STATUSES, Dealer, Order, OrderEvent, VehicleModel
 from vehicles.schemas import InvitationState, OnboardingFunnel
@@ -434,8 +434,16 @@ def funnel(session: Session, order: Order, *, now: datetime) -> OnboardingFunnel
             opened_at=invitation.opened_at,
             reminded_at=invitation.reminded_at,
         )
+    account = session.get(Account, invitation.account_id) if invitation and invitation.account_id else None
+    phone_verified_at = account.phone_verified_at if account else None
+    pin = session.get(SecurityPin, account.id) if account else None
+    pin_set_at = pin.set_at if pin else None
     if invitation and invitation.completed_at:
         stage = "completed"
+    elif pin_set_at is not None:
+        stage = "pin_set"
+    elif phone_verified_at is not None:
+        stage = "phone_verified"
     elif invitation and invitation.id_created_at:
         stage = "id_created"
     elif invitation and invitation.opened_at:
@@ -452,6 +460,8 @@ def funnel(session: Session, order: Order, *, now: datetime) -> OnboardingFunnel
         invited_at=order.invited_at,
         opened_at=invitation.opened_at if invitation else None,
         id_created_at=invitation.id_created_at if invitation else None,
+        phone_verified_at=phone_verified_at,
+        pin_set_at=pin_set_at,
         completed_at=invitation.completed_at if invitation else None,
         invitation=state,
     )

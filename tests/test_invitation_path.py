@@ -95,6 +95,8 @@ def test_order_to_created_id(
         assert "••• ••• 45 67" in phone_page.text
         verified = verify_phone_step(client, db.factory)
         assert verified.status_code == 303 and verified.headers["location"] == "/activate/pin"
+        state = client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]
+        assert state["stage"] == "phone_verified" and state["phone_verified_at"] is not None
         # The E40 needs a security PIN.
         done = set_pin_step(client)
         assert done.status_code == 303 and done.headers["location"] == "/activate/done"
@@ -102,7 +104,7 @@ def test_order_to_created_id(
 
         state = client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]
         assert state["stage"] == "completed"
-        assert state["id_created_at"] is not None
+        assert state["id_created_at"] is not None and state["pin_set_at"] is not None
 
         # Single use: the link no longer opens the flow once activation is complete.
         assert client.get(path_of(link), follow_redirects=False).status_code == 410

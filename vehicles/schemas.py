@@ -104,11 +104,15 @@ class InvitationState(BaseModel):
 
 
 class OnboardingFunnel(BaseModel):
-    stage: str = Field(description="not_due, due, invited, opened, id_created or completed")
+    stage: str = Field(
+        description="not_due, due, invited, opened, id_created, phone_verified, pin_set or completed"
+    )
     invite_after: date | None
     invited_at: datetime | None
     opened_at: datetime | None
     id_created_at: datetime | None
+    phone_verified_at: datetime | None = None
+    pin_set_at: datetime | None = None
     completed_at: datetime | None
     invitation: InvitationState | None
 
