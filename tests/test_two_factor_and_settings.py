@@ -91,7 +91,7 @@ def test_totp_login_without_code_reuse_and_backup_codes_once(
         ).status_code
         == 303
     )
-    assert "8 backup codes left" in client.get("/account/security").text
+    assert "Backup codes left: 8." in client.get("/account/security").text
 
 
 def test_sms_as_the_second_factor(db: Database, settings: Settings, client: TestClient) -> None:
