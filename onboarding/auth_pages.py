@@ -17,6 +17,7 @@ from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_, gettext_
 from onboarding.models import Account
 from onboarding.web import (
+    SESSION_COOKIE,
     clear_session_cookie,
     client_ip,
     commit,
@@ -130,9 +131,9 @@ def start_session(
 ) -> Response:
     """A new session (and cookie) for ``account``, ending the one the browser had: login rotates."""
     now = utcnow()
-    previous = session_of(
-        request, session, stages=(sessions.FULL, sessions.SECOND_FACTOR, sessions.UNVERIFIED)
-    )
+    # Whatever session the browser had ends here (one UPDATE by its token), so a token seen before
+    # this login is worthless after it.
+    sessions.end_token(session, request.cookies.get(SESSION_COOKIE), now=now, reason="rotated")
     _row, token = sessions.start(
         session,
         settings_of(request),
@@ -141,7 +142,6 @@ def start_session(
         now=now,
         ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
-        replaces=previous.session if previous else None,
     )
     if stage == sessions.FULL:
         audit.record(session, "login", now=now, account_id=account.id, ip=client_ip(request), method=method)

@@ -61,8 +61,19 @@ def start(
         user_agent=(user_agent or "")[:300] or None,
     )
     session.add(row)
-    session.flush()
     return row, token
+
+
+def end_token(session: Session, token: str | None, *, now: datetime, reason: str) -> None:
+    """End the live session of a cookie token, if any (rotation at login)."""
+    if not token or len(token) > 100:
+        return
+    session.execute(
+        update(WebSession)
+        .where(WebSession.token_hash == token_hash(token), WebSession.ended_at.is_(None))
+        .values(ended_at=now, ended_reason=reason),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def lookup(
