@@ -144,7 +144,10 @@ def redis_settings(settings: Settings) -> Iterator[Settings]:
     try:
         redis.Redis.from_url(REDIS_URL).ping()
     except redis.RedisError as exc:
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+        reason = f"no Redis at {REDIS_URL}: {exc}"
+        if os.environ.get("ONBOARDING_REQUIRE_REDIS") == "1":
+            pytest.fail(reason + " (ONBOARDING_REQUIRE_REDIS=1 makes this an error)", pytrace=False)
+        pytest.skip(reason)
     yield settings.model_copy(
         update={
             "redis_url": REDIS_URL,
