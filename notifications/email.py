@@ -11,23 +11,25 @@ import base64
 import binascii
 import email.policy
 import email.utils
+import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import aiosmtplib
 from jinja2 import PackageLoader
+from markupsafe import escape
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import DevMailboxMessage
 from notifications.outbox import ClaimedMessage
 from onboarding.clock import utcnow
 from onboarding.db import transaction
-from onboarding.i18n import make_environment, use_language
+from onboarding.i18n import DEFAULT_LANGUAGE, make_environment, normalise_language, use_language
 from onboarding.settings import Settings
 
 # Email templates change only with a deployment: no per-render check of the files on disk.
@@ -41,14 +43,105 @@ class RenderedEmail:
     html: str
 
 
-def render_email(template: str, language: str, context: dict[str, Any]) -> RenderedEmail:
+def render_email(
+    template: str, language: str, context: dict[str, Any], *, printed: Mapping[str, str] | None = None
+) -> RenderedEmail:
     """Render ``{template}.txt`` (the text part, whose ``subject()`` macro is the subject) and
-    ``{template}.html`` in ``language``."""
+    ``{template}.html`` in ``language``, with ``context`` and ``printed`` as variables.
+
+    ``printed`` holds per-recipient strings (a name, a link) that the templates only print, directly
+    or inside a translated sentence, and never test, compare or filter. The templates then run once
+    per language and rest of the context (hashable values, or dicts of them), with a marker in place
+    of each such value; each email is that result with the markers replaced by its values (escaped in
+    the HTML part, as autoescaping would): the same text as a full render, without running the
+    templates again (two template runs with about twenty translated strings were most of the time it
+    took to render an invitation). If a template changes a marker (a filter), it is rendered in full."""
+    if not printed:
+        return _render(template, language, context)
+    language = normalise_language(language) or DEFAULT_LANGUAGE
+    try:
+        key: Hashable = (template, language, _freeze(context), tuple(printed))
+    except TypeError:  # an unhashable value: nothing to reuse
+        return _render(template, language, {**context, **printed})
+    form = _forms.get(key, _MISSING)
+    if form is _MISSING:
+        if len(_forms) >= _FORMS_KEPT:
+            _forms.clear()
+        form = _forms[key] = _form(template, language, context, tuple(printed))
+    if form is None:
+        return _render(template, language, {**context, **printed})
+    assert isinstance(form, _Form)
+    return form.fill(tuple(printed.values()))
+
+
+def _render(template: str, language: str, context: dict[str, Any]) -> RenderedEmail:
     with use_language(language):
         text = _templates.get_template(f"{template}.txt").make_module(context)
         subject = str(text.subject())  # type: ignore[attr-defined]
         html = _templates.get_template(f"{template}.html").render(context)
     return RenderedEmail(subject=" ".join(subject.split()), text=str(text), html=html)
+
+
+def _freeze(value: Any) -> Hashable:
+    """The context as a cache key (types included: 14 and 14.0 print differently); TypeError for an
+    unhashable value other than a dict."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    hash(value)
+    return (type(value), cast(Hashable, value))
+
+
+@dataclass(frozen=True)
+class _Form:
+    """A rendered email as ``str.format`` strings with one positional field per printed value."""
+
+    subject: str
+    text: str
+    html: str
+
+    def fill(self, values: tuple[str, ...]) -> RenderedEmail:
+        subject = self.subject.format(*values)
+        return RenderedEmail(
+            subject=" ".join(subject.split()),
+            text=self.text.format(*values),
+            html=self.html.format(*(str(escape(v)) for v in values)),
+        )
+
+
+_forms: dict[Hashable, _Form | None] = {}
+_FORMS_KEPT = 1024  # languages x templates x contexts; emptied when full
+_MISSING = object()
+
+# A marker stands for a printed value while the templates run: private-use characters around
+# lowercase letters and an "&". Autoescaping turns the "&" into "&amp;" in the HTML part and nothing
+# else; a filter (case, ``safe``, ``e``, ...) would change it differently, and that is detected.
+_OPEN, _CLOSE = "\ue000", "\ue001"
+_MARKER_TEXT = re.compile(f"{_OPEN}([a-z]+)&{_CLOSE}")
+_MARKER_HTML = re.compile(f"{_OPEN}([a-z]+)&amp;{_CLOSE}")
+
+
+def _form(template: str, language: str, context: dict[str, Any], names: tuple[str, ...]) -> _Form | None:
+    """The email with markers for ``names``, as ``str.format`` strings; None if a marker changed."""
+    labels = [chr(ord("a") + i % 26) * (i // 26 + 1) for i in range(len(names))]
+    markers = {name: f"{_OPEN}{label}&{_CLOSE}" for name, label in zip(names, labels, strict=True)}
+    index = {label: i for i, label in enumerate(labels)}
+    rendered = _render(template, language, {**context, **markers})
+
+    def as_format(part: str, marker: re.Pattern[str]) -> str | None:
+        pieces = marker.split(part.replace("{", "{{").replace("}", "}}"))
+        for i in range(1, len(pieces), 2):
+            if pieces[i] not in index:
+                return None
+            pieces[i] = f"{{{index[pieces[i]]}}}"
+        out = "".join(pieces)
+        return None if _OPEN in out or _CLOSE in out else out
+
+    subject = as_format(rendered.subject, _MARKER_TEXT)
+    text = as_format(rendered.text, _MARKER_TEXT)
+    html = as_format(rendered.html, _MARKER_HTML)
+    if subject is None or text is None or html is None:
+        return None
+    return _Form(subject, text, html)
 
 
 def build_email(settings: Settings, *, to: str, rendered: RenderedEmail, language: str) -> bytes:

@@ -80,15 +80,18 @@ def _email(
     context: dict[str, Any] = {
         "brand": brand(settings),
         "support": contact_for(settings, order.country, dealer),
-        "first_name": order.buyer_first_name,
-        "model_name": model.name,
-        "dealer_name": dealer.name,
         "delivery_date": order.planned_delivery_date,
-        "link": link_for(settings, token),
         "valid_days": settings.invitation_valid_days,
         "expires_on": expires.date(),
     }
-    rendered = render_email(template, language, context)
+    # Only printed by the templates: filled into a form rendered once per language and context.
+    printed = {
+        "first_name": order.buyer_first_name,
+        "model_name": model.name,
+        "dealer_name": dealer.name,
+        "link": link_for(settings, token),
+    }
+    rendered = render_email(template, language, context, printed=printed)
     return outbox.NewMessage(
         channel="email",
         purpose=purpose,
