@@ -9,25 +9,29 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import email.policy
 import email.utils
+import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import aiosmtplib
+from aiosmtplib import SMTPStatus
 from jinja2 import PackageLoader
+from markupsafe import escape
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import DevMailboxMessage
 from notifications.outbox import ClaimedMessage
 from onboarding.clock import utcnow
 from onboarding.db import transaction
-from onboarding.i18n import make_environment, use_language
+from onboarding.i18n import DEFAULT_LANGUAGE, make_environment, normalise_language, use_language
 from onboarding.settings import Settings
 
 # Email templates change only with a deployment: no per-render check of the files on disk.
@@ -41,14 +45,105 @@ class RenderedEmail:
     html: str
 
 
-def render_email(template: str, language: str, context: dict[str, Any]) -> RenderedEmail:
+def render_email(
+    template: str, language: str, context: dict[str, Any], *, printed: Mapping[str, str] | None = None
+) -> RenderedEmail:
     """Render ``{template}.txt`` (the text part, whose ``subject()`` macro is the subject) and
-    ``{template}.html`` in ``language``."""
+    ``{template}.html`` in ``language``, with ``context`` and ``printed`` as variables.
+
+    ``printed`` holds per-recipient strings (a name, a link) that the templates only print, directly
+    or inside a translated sentence, and never test, compare or filter. The templates then run once
+    per language and rest of the context (hashable values, or dicts of them), with a marker in place
+    of each such value; each email is that result with the markers replaced by its values (escaped in
+    the HTML part, as autoescaping would): the same text as a full render, without running the
+    templates again (two template runs with about twenty translated strings were most of the time it
+    took to render an invitation). If a template changes a marker (a filter), it is rendered in full."""
+    if not printed:
+        return _render(template, language, context)
+    language = normalise_language(language) or DEFAULT_LANGUAGE
+    try:
+        key: Hashable = (template, language, _freeze(context), tuple(printed))
+    except TypeError:  # an unhashable value: nothing to reuse
+        return _render(template, language, {**context, **printed})
+    form = _forms.get(key, _MISSING)
+    if form is _MISSING:
+        if len(_forms) >= _FORMS_KEPT:
+            _forms.clear()
+        form = _forms[key] = _form(template, language, context, tuple(printed))
+    if form is None:
+        return _render(template, language, {**context, **printed})
+    assert isinstance(form, _Form)
+    return form.fill(tuple(printed.values()))
+
+
+def _render(template: str, language: str, context: dict[str, Any]) -> RenderedEmail:
     with use_language(language):
         text = _templates.get_template(f"{template}.txt").make_module(context)
         subject = str(text.subject())  # type: ignore[attr-defined]
         html = _templates.get_template(f"{template}.html").render(context)
     return RenderedEmail(subject=" ".join(subject.split()), text=str(text), html=html)
+
+
+def _freeze(value: Any) -> Hashable:
+    """The context as a cache key (types included: 14 and 14.0 print differently); TypeError for an
+    unhashable value other than a dict."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    hash(value)
+    return (type(value), cast(Hashable, value))
+
+
+@dataclass(frozen=True)
+class _Form:
+    """A rendered email as ``str.format`` strings with one positional field per printed value."""
+
+    subject: str
+    text: str
+    html: str
+
+    def fill(self, values: tuple[str, ...]) -> RenderedEmail:
+        subject = self.subject.format(*values)
+        return RenderedEmail(
+            subject=" ".join(subject.split()),
+            text=self.text.format(*values),
+            html=self.html.format(*(str(escape(v)) for v in values)),
+        )
+
+
+_forms: dict[Hashable, _Form | None] = {}
+_FORMS_KEPT = 1024  # languages x templates x contexts; emptied when full
+_MISSING = object()
+
+# A marker stands for a printed value while the templates run: private-use characters around
+# lowercase letters and an "&". Autoescaping turns the "&" into "&amp;" in the HTML part and nothing
+# else; a filter (case, ``safe``, ``e``, ...) would change it differently, and that is detected.
+_OPEN, _CLOSE = "\ue000", "\ue001"
+_MARKER_TEXT = re.compile(f"{_OPEN}([a-z]+)&{_CLOSE}")
+_MARKER_HTML = re.compile(f"{_OPEN}([a-z]+)&amp;{_CLOSE}")
+
+
+def _form(template: str, language: str, context: dict[str, Any], names: tuple[str, ...]) -> _Form | None:
+    """The email with markers for ``names``, as ``str.format`` strings; None if a marker changed."""
+    labels = [chr(ord("a") + i % 26) * (i // 26 + 1) for i in range(len(names))]
+    markers = {name: f"{_OPEN}{label}&{_CLOSE}" for name, label in zip(names, labels, strict=True)}
+    index = {label: i for i, label in enumerate(labels)}
+    rendered = _render(template, language, {**context, **markers})
+
+    def as_format(part: str, marker: re.Pattern[str]) -> str | None:
+        pieces = marker.split(part.replace("{", "{{").replace("}", "}}"))
+        for i in range(1, len(pieces), 2):
+            if pieces[i] not in index:
+                return None
+            pieces[i] = f"{{{index[pieces[i]]}}}"
+        out = "".join(pieces)
+        return None if _OPEN in out or _CLOSE in out else out
+
+    subject = as_format(rendered.subject, _MARKER_TEXT)
+    text = as_format(rendered.text, _MARKER_TEXT)
+    html = as_format(rendered.html, _MARKER_HTML)
+    if subject is None or text is None or html is None:
+        return None
+    return _Form(subject, text, html)
 
 
 def build_email(settings: Settings, *, to: str, rendered: RenderedEmail, language: str) -> bytes:
@@ -135,6 +230,58 @@ def envelope_sender(settings: Settings) -> str:
     return _envelope_sender(settings.mail_from)
 
 
+# What would end an address on an SMTP command line (aiosmtplib refuses these too).
+_UNSAFE_IN_ADDRESS = re.compile(r'[\s<>"]')
+
+
+def _plain_address(address: str) -> bool:
+    return address.isascii() and "@" in address and _UNSAFE_IN_ADDRESS.search(address) is None
+
+
+def _crlf_only(payload: bytes) -> bool:
+    """Every line ends with CRLF, the last one too: what ``build_email`` writes."""
+    crlf = payload.count(b"\r\n")
+    return payload.endswith(b"\r\n") and payload.count(b"\n") == crlf == payload.count(b"\r")
+
+
+async def send_mail(
+    client: aiosmtplib.SMTP, sender: str, recipient: str, payload: bytes, *, timeout: float | None
+) -> None:
+    """One mail transaction: the same commands and errors as ``client.sendmail(sender, [recipient],
+    payload)``, without its per-message work that does not apply here: parsing both bare addresses
+    twice with the standard library's address parser, rewriting the line ends of the whole message
+    to count its size, and a timer per command (``timeout`` bounds the whole transaction instead):
+    a third of the SMTP client's CPU time per message. Anything else (a first message before EHLO,
+    an address that needs care, other line ends) goes through ``sendmail``."""
+    if client.is_ehlo_or_helo_needed or not (
+        _plain_address(sender) and _plain_address(recipient) and _crlf_only(payload)
+    ):
+        await client.sendmail(sender, [recipient], payload, timeout=timeout)
+        return
+    options = [f"size={len(payload)}".encode("ascii")] if client.supports_extension("size") else []
+    try:
+        async with asyncio.timeout(timeout):
+            mail_from = f"FROM:<{sender}>".encode("ascii")
+            response = await client.execute_command(b"MAIL", mail_from, *options, timeout=None)
+            if response.code != SMTPStatus.completed:
+                raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+            rcpt_to = f"TO:<{recipient}>".encode("ascii")
+            response = await client.execute_command(b"RCPT", rcpt_to, timeout=None)
+            if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+                raise aiosmtplib.SMTPRecipientsRefused(
+                    [aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)]
+                )
+            await client.data(payload, timeout=None)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        # As sendmail does: reset the envelope so the connection can carry the next message.
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+            await client.rset()
+        raise
+    except TimeoutError:
+        client.close()  # a reply may still come: the connection is out of step
+        raise
+
+
 class SmtpSender:
     channel = "email"
 
@@ -169,6 +316,7 @@ class SmtpSender:
         for m in messages:
             queue.put_nowait(m)
         sender = envelope_sender(self.settings)
+        timeout = self.settings.smtp_timeout_seconds
 
         async def worker() -> None:
             client: aiosmtplib.SMTP | None = self._idle.pop() if self._idle else None
@@ -187,7 +335,7 @@ class SmtpSender:
                             client = None
                             return
                     try:
-                        await client.sendmail(sender, [m.recipient], m.payload)
+                        await send_mail(client, sender, m.recipient, m.payload, timeout=timeout)
                         results[m.id] = None
                     except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
                         # Refused for this message only; the connection stays usable unless the

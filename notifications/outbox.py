@@ -13,10 +13,10 @@ import random
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, cast
 
 import structlog
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import Table, and_, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import OutboxMessage
@@ -58,6 +58,9 @@ class NewMessage:
     not_before: datetime | None = None
 
 
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+
+
 def enqueue_many(
     session: Session,
     messages: Sequence[NewMessage],
@@ -91,17 +94,15 @@ def enqueue_many(
         }
         for m in messages
     ]
+    # Into the table (Core), not through the ORM's bulk path: less Python per row.
     if not claimed:
-        session.execute(insert(OutboxMessage), rows)
+        session.execute(insert(_OUTBOX), rows)
         return []
     # RETURNING without a guaranteed order keeps the INSERT batched; rows are matched by reference.
     ids = {
         (row.purpose, row.reference_id): row.id
         for row in session.execute(
-            insert(OutboxMessage).returning(
-                OutboxMessage.id, OutboxMessage.purpose, OutboxMessage.reference_id
-            ),
-            rows,
+            insert(_OUTBOX).returning(_OUTBOX.c.id, _OUTBOX.c.purpose, _OUTBOX.c.reference_id), rows
         )
     }
     return [

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from notifications import outbox
@@ -70,7 +70,7 @@ def _email(
     invitation_id: int | None,
     email: str,
     language: str,
-    order: Order,
+    order: Order | DueOrder,
     dealer: Dealer,
     model: VehicleModel,
     token: str,
@@ -80,15 +80,18 @@ def _email(
     context: dict[str, Any] = {
         "brand": brand(settings),
         "support": contact_for(settings, order.country, dealer),
-        "first_name": order.buyer_first_name,
-        "model_name": model.name,
-        "dealer_name": dealer.name,
         "delivery_date": order.planned_delivery_date,
-        "link": link_for(settings, token),
         "valid_days": settings.invitation_valid_days,
         "expires_on": expires.date(),
     }
-    rendered = render_email(template, language, context)
+    # Only printed by the templates: filled into a form rendered once per language and context.
+    printed = {
+        "first_name": order.buyer_first_name,
+        "model_name": model.name,
+        "dealer_name": dealer.name,
+        "link": link_for(settings, token),
+    }
+    rendered = render_email(template, language, context, printed=printed)
     return outbox.NewMessage(
         channel="email",
         purpose=purpose,
@@ -108,13 +111,43 @@ class PreparedInvitation:
     message: outbox.NewMessage
 
 
-def due_orders(session: Session, *, today: date, limit: int) -> list[tuple[Order, Dealer, VehicleModel]]:
+@dataclass(frozen=True, slots=True)
+class DueOrder:
+    """What an invitation needs of a due order: read as plain columns, not as ORM objects, on the
+    scheduler's bulk path."""
+
+    id: int
+    buyer_email: str
+    buyer_first_name: str
+    language: str
+    country: str
+    planned_delivery_date: date
+    dealer_code: str
+    model_code: str
+
+
+_DUE_ORDER_COLUMNS = (
+    Order.id,
+    Order.buyer_email,
+    Order.buyer_first_name,
+    Order.language,
+    Order.country,
+    Order.planned_delivery_date,
+    Order.dealer_code,
+    Order.model_code,
+)
+
+
+def due_orders(session: Session, *, today: date, limit: int) -> list[tuple[DueOrder, Dealer, VehicleModel]]:
     """Orders whose invitation is due, oldest due first, with their dealer and model. No lock is
     taken: the claim in ``commit_prepared`` decides which scheduler invites an order."""
     query = (
-        select(Order).where(Order.invite_after <= today).order_by(Order.invite_after, Order.id).limit(limit)
+        select(*_DUE_ORDER_COLUMNS)
+        .where(Order.invite_after <= today)
+        .order_by(Order.invite_after, Order.id)
+        .limit(limit)
     )
-    orders = list(session.scalars(query))
+    orders = [DueOrder(*row) for row in session.execute(query)]
     # A batch has few distinct dealers and models: load each once.
     dealers = {
         d.code: d
@@ -130,7 +163,7 @@ def due_orders(session: Session, *, today: date, limit: int) -> list[tuple[Order
 
 
 def prepare_invitation(
-    settings: Settings, order: Order, dealer: Dealer, model: VehicleModel, *, now: datetime
+    settings: Settings, order: DueOrder, dealer: Dealer, model: VehicleModel, *, now: datetime
 ) -> PreparedInvitation:
     """A new link and its rendered email; nothing is stored until ``commit_prepared``."""
     token = new_token()
@@ -183,24 +216,17 @@ def commit_prepared(
     several schedulers never invite an order twice."""
     if not prepared:
         return StoredBatch()
-    claimed = list(
-        session.scalars(
-            update(Order)
-            .where(Order.id.in_([p.order_id for p in prepared]), Order.invite_after <= now.date())
-            .values(invite_after=None, invited_at=now)
-            .returning(Order.id)
-        )
-    )
-    if not claimed:
-        return StoredBatch()
     current = {
         row.id: row
         for row in session.execute(
-            select(Order.id, Order.buyer_email, Order.production_status, Order.onboarded_at).where(
-                Order.id.in_(claimed)
-            )
+            update(Order)
+            .where(Order.id.in_([p.order_id for p in prepared]), Order.invite_after <= now.date())
+            .values(invite_after=None, invited_at=now)
+            .returning(Order.id, Order.buyer_email, Order.production_status, Order.onboarded_at)
         )
     }
+    if not current:
+        return StoredBatch()
     keep: list[PreparedInvitation] = []
     for p in prepared:
         row = current.get(p.order_id)
@@ -218,12 +244,14 @@ def commit_prepared(
     if not keep:
         return StoredBatch()
     revoke_live(session, [p.order_id for p in keep], now=now, reason="superseded")
-    # Multi-row INSERTs rather than ORM objects: this is the scheduler's hot path. RETURNING without
-    # a guaranteed order keeps SQLite's INSERT batched; rows are matched by their unique token hash.
+    # Multi-row INSERTs into the tables (Core, not the ORM's bulk path): this is the scheduler's hot
+    # path. RETURNING without a guaranteed order keeps SQLite's INSERT batched; rows are matched by
+    # their unique token hash.
     ids_by_hash = {
         row.token_hash: row.id
         for row in session.execute(
-            insert(Invitation).returning(Invitation.id, Invitation.token_hash), [p.values for p in keep]
+            insert(_INVITATIONS).returning(_INVITATIONS.c.id, _INVITATIONS.c.token_hash),
+            [p.values for p in keep],
         )
     }
     claimed_messages = outbox.enqueue_many(
@@ -234,13 +262,17 @@ def commit_prepared(
         claim_lease=claim_lease,
     )
     session.execute(
-        insert(OrderEvent),
+        insert(_ORDER_EVENTS),
         [
             {"order_id": p.order_id, "at": now, "kind": "invitation_created", "actor": "scheduler"}
             for p in keep
         ],
     )
     return StoredBatch(len(keep), claimed_messages)
+
+
+_INVITATIONS = cast(Table, Invitation.__table__)
+_ORDER_EVENTS = cast(Table, OrderEvent.__table__)
 
 
 def revoke_live(session: Session, order_ids: list[int], *, now: datetime, reason: str) -> None:
@@ -259,7 +291,7 @@ def _order_events(session: Session, invitation_ids: list[int], kind: str, now: d
     order_ids = session.scalars(select(Invitation.order_id).where(Invitation.id.in_(invitation_ids))).all()
     if order_ids:
         session.execute(
-            insert(OrderEvent),
+            insert(_ORDER_EVENTS),
             [{"order_id": oid, "at": now, "kind": kind, "actor": "scheduler"} for oid in order_ids],
         )
 

@@ -21,7 +21,9 @@ from babel.messages.catalog import Catalog
 from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
+from jinja2 import DictLoader
 
+from notifications import email as email_module
 from notifications.email import RenderedEmail, render_email
 from notifications.support import FALLBACK_NOTE, support_contact
 from onboarding import i18n
@@ -234,6 +236,62 @@ def test_invitation_email_in_english() -> None:
     assert english.subject == "Your Nova E40 is almost here: activate your Aurora ID"
     assert "Hello Astrid," in english.text
     assert LINK in english.text and f'href="{LINK}"' in english.html
+
+
+PRINTED = ("first_name", "model_name", "dealer_name", "link")
+# Values that escaping, str.format and %-formatting treat specially, whitespace the subject collapses,
+# and the characters of the markers that stand for printed values while a template runs.
+AWKWARD = {
+    "first_name": '<b>Åsa</b> & "Ola" O\'Neil {0} {x}} %(name)s',
+    "model_name": "Nova  E40\t{",
+    "dealer_name": "Bil & Co \ue000a&\ue001 \ue000a&amp;\ue001",
+    "link": LINK + "?a=1&b=<2>",
+}
+
+
+def split_printed(context: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    return (
+        {k: v for k, v in context.items() if k not in PRINTED},
+        {k: v for k, v in context.items() if k in PRINTED},
+    )
+
+
+@pytest.mark.parametrize("template", ["invitation", "invitation_reminder"])
+@pytest.mark.parametrize("lang", ("en", *TRANSLATED))
+@pytest.mark.parametrize("country", ["SE", "ZA"])  # ZA: not in the directory, the dealer's note
+def test_printed_values_give_the_same_email_as_a_full_render(
+    template: str, lang: str, country: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = Counter[str]()
+    full_render = email_module._render
+
+    def counted(*args: Any) -> RenderedEmail:
+        runs["templates"] += 1
+        return full_render(*args)
+
+    monkeypatch.setattr(email_module, "_render", counted)
+    context = invitation_context() | {"support": support_contact(country, "example.test", "d@dealer.test")}
+    context["brand"] = {"name": "Aurora & Sons", "colour": "#0b3d5c"}
+    for values in (AWKWARD, {**AWKWARD, "first_name": "Astrid", "link": LINK + "2"}):
+        shared, printed = split_printed(context | values)
+        assert render_email(template, lang, shared, printed=printed) == full_render(
+            template, lang, shared | printed
+        )
+    assert runs["templates"] <= 1  # both emails from one form (none if an earlier test made it)
+
+
+def test_a_filtered_printed_value_is_rendered_in_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A template that transforms a printed value cannot be filled in: each email is rendered."""
+    templates = {
+        "t.txt": "{% macro subject() %}Hi {{ first_name }}{% endmacro %}{{ first_name|upper }}",
+        "t.html": "<p>{{ first_name }}</p>",
+        "u.txt": "{% macro subject() %}Hi{% endmacro %}{{ first_name }}",
+        "u.html": "<p>{{ first_name|safe }}</p>",
+    }
+    monkeypatch.setattr(email_module, "_templates", i18n.make_environment(DictLoader(templates)))
+    for name in ("ada", "<i>bo</i>"):
+        assert render_email("t", "en", {}, printed={"first_name": name}).text == name.upper()
+        assert render_email("u", "en", {}, printed={"first_name": name}).html == f"<p>{name}</p>"
 
 
 # --- language codes ---------------------------------------------------------------------------------
