@@ -19,6 +19,7 @@ from onboarding import invitations
 from onboarding.clock import utcnow
 from onboarding.db import transaction
 from onboarding.settings import Settings
+from vehicles.models import Dealer, VehicleModel
 
 log = structlog.get_logger(__name__)
 
@@ -43,12 +44,39 @@ def queue_due_reminders(factory: sessionmaker[Session], settings: Settings, *, n
             return reminded
 
 
+class Handover:
+    """Stored batches of claimed emails, from the side that writes them to the side that sends
+    them, with at most one batch waiting: writing stays one batch ahead of sending and shares the
+    event loop with it all along (rather than finishing first and leaving the SMTP connections to
+    catch up alone), and no batch waits long with its lease running."""
+
+    def __init__(self) -> None:
+        self._batches: asyncio.Queue[list[outbox.ClaimedMessage] | None] = asyncio.Queue()
+        self._room = asyncio.Semaphore(1)
+        self.ended = False  # the end was taken: nothing more will come
+
+    async def put(self, batch: list[outbox.ClaimedMessage]) -> None:
+        await self._room.acquire()
+        self._batches.put_nowait(batch)
+
+    def end(self) -> None:
+        self._batches.put_nowait(None)  # never waits, even when cancelled
+
+    async def get(self) -> list[outbox.ClaimedMessage] | None:
+        batch = await self._batches.get()
+        if batch is None:
+            self.ended = True
+        else:
+            self._room.release()
+        return batch
+
+
 async def queue_invitations_cooperatively(
     factory: sessionmaker[Session],
     settings: Settings,
     *,
     now: datetime,
-    written: asyncio.Queue[list[outbox.ClaimedMessage] | None],
+    written: Handover,
 ) -> int:
     """Write every due invitation into the outbox. Emails are rendered outside any transaction,
     yielding now and then so that the SMTP connections keep moving, and each batch is stored in a
@@ -56,9 +84,17 @@ async def queue_invitations_cooperatively(
     stored already claimed by this process and put on ``written`` to be sent from memory."""
     invited = 0
     lease = timedelta(seconds=settings.outbox_lease_seconds)
-    while True:
+
+    def due() -> list[tuple[invitations.DueOrder, Dealer, VehicleModel]]:
         with transaction(factory) as session:
-            rows = invitations.due_orders(session, today=now.date(), limit=settings.scheduler_batch_size)
+            return invitations.due_orders(session, today=now.date(), limit=settings.scheduler_batch_size)
+
+    def store(prepared: list[invitations.PreparedInvitation]) -> invitations.StoredBatch:
+        with transaction(factory) as session:
+            return invitations.commit_prepared(session, settings, prepared, now=now, claim_lease=lease)
+
+    while True:
+        rows = await asyncio.to_thread(due)
         if not rows:
             return invited
         prepared = []
@@ -66,8 +102,8 @@ async def queue_invitations_cooperatively(
             prepared.append(invitations.prepare_invitation(settings, order, dealer, model, now=now))
             if n % 4 == 3:
                 await asyncio.sleep(0)
-        with transaction(factory) as session:
-            batch = invitations.commit_prepared(session, settings, prepared, now=now, claim_lease=lease)
+        # In a thread: the database's own work does not hold up the SMTP connections.
+        batch = await asyncio.to_thread(store, prepared)
         invited += batch.stored
         if batch.claimed:
             await written.put(batch.claimed)
@@ -84,7 +120,7 @@ async def run_due_jobs(
     batch of invitations is sent while the next one is rendered; then everything else due in the
     outbox (reminders, retries, other messages) is drained."""
     senders = senders if senders is not None else default_senders(settings, factory)
-    written: asyncio.Queue[list[outbox.ClaimedMessage] | None] = asyncio.Queue()
+    written = Handover()
     report = JobReport()
     hooks = invitations.delivery_hooks(settings)
 
@@ -95,11 +131,9 @@ async def run_due_jobs(
             )
             report.reminded = await asyncio.to_thread(queue_due_reminders, factory, settings, now=now())
         finally:
-            await written.put(None)
+            written.end()
 
     async def fresh_batches() -> AsyncGenerator[list[outbox.ClaimedMessage], None]:
-        # Batches stopped early (server down) stay claimed until their lease runs out; then any
-        # scheduler sends them.
         while (batch := await written.get()) is not None:
             yield batch
 
@@ -107,6 +141,10 @@ async def run_due_jobs(
         fresh = await outbox.deliver_batches(
             factory, senders, fresh_batches(), max_attempts=settings.outbox_max_attempts, hooks=hooks, now=now
         )
+        # Stopped early (server down): the remaining batches are taken unsent, so that queueing
+        # can finish. They stay claimed until their lease runs out; then any scheduler sends them.
+        while not written.ended:
+            await written.get()
         report.sent, report.failed = fresh.sent, fresh.failed
         if fresh.failed and not fresh.sent:
             return  # the server is down: the back-off decides the retry

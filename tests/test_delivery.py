@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import subprocess
@@ -14,6 +15,7 @@ from sqlalchemy import func, insert, select
 
 from notifications.models import OutboxMessage
 from onboarding.models import Invitation
+from onboarding.scheduler import run_due_jobs
 from onboarding.settings import Settings
 from tests.conftest import NOW, Database, SmtpServer
 from tests.helpers import order_payload, put_order, run_jobs
@@ -58,6 +60,32 @@ def test_smtp_down_loses_nothing_and_sends_once_when_back(
         assert {r.state for r in session.scalars(select(OutboxMessage))} == {"sent"}
         sent_at = {i.sent_at for i in session.scalars(select(Invitation))}
         assert None not in sent_at
+
+
+def test_a_pass_of_several_batches_ends_with_the_server_down_and_loses_nothing(
+    db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer
+) -> None:
+    """Rendering stays at most one batch ahead of delivery; when delivery stops (server down) the
+    pass still ends, every invitation is stored, and each is sent once when the server is back."""
+    settings = smtp_settings.model_copy(update={"scheduler_batch_size": 2})
+    for n in range(7):
+        put_order(
+            db.factory,
+            settings,
+            f"A{n}",
+            NOW,
+            **order_payload((NOW + 5 * DAY).date(), buyer_email=f"buyer{n}@example.com"),
+        )
+    smtp.stop()
+    report = asyncio.run(asyncio.wait_for(run_due_jobs(db.factory, settings, now=lambda: NOW), 30))
+    assert (report.invited, report.sent) == (7, 0)
+    with db.factory() as session:
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 7
+    smtp.start()
+    after_lease = NOW + timedelta(seconds=settings.outbox_lease_seconds) + timedelta(hours=2)
+    assert run_jobs(db.factory, settings, after_lease).sent == 7
+    run_jobs(db.factory, settings, after_lease + timedelta(hours=2))
+    assert sorted(m["To"] for m in smtp.mailbox.messages) == [f"buyer{n}@example.com" for n in range(7)]
 
 
 def test_backoff_grows_and_is_capped() -> None:
