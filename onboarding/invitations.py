@@ -11,13 +11,14 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Select, String, Table, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from notifications import outbox
 from notifications.email import build_email, render_email
 from notifications.support import SupportContact, support_contact
 from onboarding.crypto import hashes_match, new_token, seal_text, token_hash, unseal_text
+from onboarding.db import UTCDateTime
 from onboarding.models import Account, Invitation, SecurityPin
 from onboarding.settings import Settings
 from vehicles.models import CLOSED_STATUSES, Dealer, Order, OrderEvent, VehicleModel
@@ -261,12 +262,8 @@ def commit_prepared(
         now=now,
         claim_lease=claim_lease,
     )
-    session.execute(
-        insert(_ORDER_EVENTS),
-        [
-            {"order_id": p.order_id, "at": now, "kind": "invitation_created", "actor": "scheduler"}
-            for p in keep
-        ],
+    _scheduler_events(
+        session, select(Order.id).where(Order.id.in_([p.order_id for p in keep])), "invitation_created", now
     )
     return StoredBatch(len(keep), claimed_messages)
 
@@ -287,13 +284,18 @@ def revoke_live(session: Session, order_ids: list[int], *, now: datetime, reason
     )
 
 
+def _scheduler_events(session: Session, order_ids: Select[int], kind: str, now: datetime) -> None:
+    """One timeline event per order the query gives, in one INSERT ... SELECT: no row goes through
+    Python (a batch has a thousand)."""
+    rows = order_ids.add_columns(
+        literal(now, UTCDateTime()), literal(kind, String()), literal("scheduler", String())
+    )
+    session.execute(insert(_ORDER_EVENTS).from_select(["order_id", "at", "kind", "actor"], rows))
+
+
 def _order_events(session: Session, invitation_ids: list[int], kind: str, now: datetime) -> None:
-    order_ids = session.scalars(select(Invitation.order_id).where(Invitation.id.in_(invitation_ids))).all()
-    if order_ids:
-        session.execute(
-            insert(_ORDER_EVENTS),
-            [{"order_id": oid, "at": now, "kind": kind, "actor": "scheduler"} for oid in order_ids],
-        )
+    orders = select(Invitation.order_id).where(Invitation.id.in_(invitation_ids))
+    _scheduler_events(session, orders, kind, now)
 
 
 def delivery_hooks(settings: Settings) -> dict[str, outbox.DeliveryHook]:

@@ -15,7 +15,7 @@ from onboarding.models import Invitation
 from onboarding.settings import Settings
 from tests.conftest import NOW, Database, SmtpServer
 from tests.helpers import dev_mailbox_links, link_in, order_payload, path_of, put_order, run_jobs
-from vehicles.models import Order, ProductionStatus
+from vehicles.models import Order, OrderEvent, ProductionStatus
 from vehicles.service import get_order, set_status
 
 DAY = timedelta(days=1)
@@ -110,6 +110,35 @@ def test_one_reminder_on_day_seven_with_the_same_link(
     with db.factory() as session:
         invitation = session.scalars(select(Invitation)).one()
         assert invitation.reminded_at is not None and invitation.token_sealed is None
+
+
+def test_each_order_timeline_shows_its_invitation_and_reminder(
+    db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer
+) -> None:
+    for number in ("A", "B"):
+        put_order(
+            db.factory,
+            smtp_settings,
+            number,
+            NOW,
+            **order_payload((NOW + 10 * DAY).date(), buyer_email=f"{number.lower()}@example.com"),
+        )
+    run_jobs(db.factory, smtp_settings, NOW)
+    run_jobs(db.factory, smtp_settings, NOW + 7 * DAY)
+    scheduler_kinds = ("invitation_created", "invitation_sent", "reminder_sent")
+    with db.factory() as session:
+        ids = {number: order_id for number, order_id in session.execute(select(Order.order_number, Order.id))}
+        events = session.execute(
+            select(OrderEvent.order_id, OrderEvent.kind, OrderEvent.at, OrderEvent.actor)
+            .where(OrderEvent.kind.in_(scheduler_kinds))
+            .order_by(OrderEvent.at, OrderEvent.id)
+        ).all()
+    for number in ("A", "B"):
+        assert [(kind, at, actor) for order_id, kind, at, actor in events if order_id == ids[number]] == [
+            ("invitation_created", NOW, "scheduler"),
+            ("invitation_sent", NOW, "scheduler"),
+            ("reminder_sent", NOW + 7 * DAY, "scheduler"),
+        ]
 
 
 def test_no_reminder_once_finished(
