@@ -85,16 +85,19 @@ async def queue_invitations_cooperatively(
     invited = 0
     lease = timedelta(seconds=settings.outbox_lease_seconds)
 
-    def due() -> list[tuple[invitations.DueOrder, Dealer, VehicleModel]]:
+    def due(limit: int) -> list[tuple[invitations.DueOrder, Dealer, VehicleModel]]:
         with transaction(factory) as session:
-            return invitations.due_orders(session, today=now.date(), limit=settings.scheduler_batch_size)
+            return invitations.due_orders(session, today=now.date(), limit=limit)
 
     def store(prepared: list[invitations.PreparedInvitation]) -> invitations.StoredBatch:
         with transaction(factory) as session:
             return invitations.commit_prepared(session, settings, prepared, now=now, claim_lease=lease)
 
+    # A small first batch: the SMTP connections start after a few dozen emails, not a thousand.
+    limit = max(1, settings.scheduler_batch_size // 16)
     while True:
-        rows = await asyncio.to_thread(due)
+        rows = await asyncio.to_thread(due, limit)
+        limit = settings.scheduler_batch_size
         if not rows:
             return invited
         prepared = []
