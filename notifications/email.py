@@ -354,6 +354,12 @@ class SmtpSender:
                         results[m.id] = f"{type(exc).__name__}: {exc}"
                         client.close()
                         client = None
+                    except (ValueError, UnicodeError) as exc:
+                        # An address the client cannot send (e.g. non-ASCII without SMTPUTF8): this
+                        # message fails and is retried with back-off; the others go on.
+                        results[m.id] = f"{type(exc).__name__}: {exc}"
+                        client.close()
+                        client = None
             finally:
                 if client is not None and client.is_connected:
                     self._idle.append(client)

@@ -174,3 +174,13 @@ def test_a_silent_server_times_out_and_the_next_message_gets_a_new_connection(
         "c@example.com",
     }
     assert recorder.connections == 2
+
+
+def test_an_address_the_client_cannot_send_fails_its_message_only(server: tuple[Recorder, int]) -> None:
+    recorder, port = server
+    settings = sender_settings(port)
+    addresses = ["a@example.com", "åsa@exämple.com", "c@example.com"]
+    results = deliver(settings, [(to, payload(settings, "a@example.com")) for to in addresses])
+    assert results["a@example.com"] is None and results["c@example.com"] is None
+    assert results["åsa@exämple.com"] is not None
+    assert [r[1] for r in recorder.received] == [["a@example.com"], ["c@example.com"]]
