@@ -98,6 +98,7 @@ def invite_through_api(
 
 SMS_CODE = re.compile(r"#(\d{6})\s*$")
 PIN = "7291"
+ID_PASSWORD = "violet-harbour-kettle-42"
 
 
 def sms_codes_sent(factory: sessionmaker[Session], phone: str) -> list[str]:
@@ -133,3 +134,21 @@ def set_pin_step(client: Any, pin: str = PIN) -> Any:
     return client.post(
         "/activate/pin", data={**csrf(client), "pin": pin, "pin_confirmation": pin}, follow_redirects=False
     )
+
+
+def id_form(client: Any, **overrides: str) -> dict[str, str]:
+    """The activation's ID form, filled in for the test buyer (password: ``ID_PASSWORD``)."""
+    form = {
+        **csrf(client),
+        "first_name": "Astrid",
+        "last_name": "Lindqvist",
+        "birth_date": "1985-04-12",
+        "country": "SE",
+        "language": "sv",
+        "password": ID_PASSWORD,
+        "password_confirmation": ID_PASSWORD,
+        "accept_terms": "true",
+        "accept_privacy": "true",
+    }
+    form.update(overrides)
+    return form

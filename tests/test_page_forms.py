@@ -67,22 +67,11 @@ def test_account_pages_label_every_control_and_protect_every_form(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
     from tests.account_support import log_in, make_account
-    from tests.helpers import csrf
+    from tests.helpers import csrf, id_form
 
     link = invite_through_api(client, db.factory, settings, api_headers)
     client.get(path_of(link))
-    form = {
-        **csrf(client),
-        "first_name": "Astrid",
-        "last_name": "Lindqvist",
-        "birth_date": "1985-04-12",
-        "country": "SE",
-        "language": "en",
-        "password": "violet-harbour-kettle-42",
-        "password_confirmation": "violet-harbour-kettle-42",
-        "accept_terms": "true",
-        "accept_privacy": "true",
-    }
+    form = id_form(client, language="en")
     client.post("/activate/id", data=form)
     activation_pages = [client.get(p).text for p in ("/activate/phone", "/activate/phone/wrong")]
     client.cookies.clear()

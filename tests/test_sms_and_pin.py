@@ -21,6 +21,7 @@ from tests.account_support import PASSWORD, account, csrf, log_in, make_account,
 from tests.conftest import Database
 from tests.helpers import (
     PIN,
+    id_form,
     invite_through_api,
     path_of,
     run_jobs,
@@ -108,18 +109,7 @@ def test_activation_phone_step_through_a_real_http_gateway_with_a_retry(
     with TestClient(create_app(http, session_factory=db.factory)) as client:
         link = invite_through_api(client, db.factory, settings, api_headers, model_code=model)
         client.get(path_of(link))
-        form = {
-            **csrf(client),
-            "first_name": "Astrid",
-            "last_name": "Lindqvist",
-            "birth_date": "1985-04-12",
-            "country": "SE",
-            "language": "sv",
-            "password": PASSWORD,
-            "password_confirmation": PASSWORD,
-            "accept_terms": "true",
-            "accept_privacy": "true",
-        }
+        form = id_form(client)
         assert (
             client.post("/activate/id", data=form, follow_redirects=False).headers["location"]
             == "/activate/phone"
@@ -149,18 +139,7 @@ def test_wrong_number_help_creates_a_routed_support_request(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
     client.get(path_of(invite_through_api(client, db.factory, settings, api_headers)))
-    form = {
-        **csrf(client),
-        "first_name": "Astrid",
-        "last_name": "Lindqvist",
-        "birth_date": "1985-04-12",
-        "country": "SE",
-        "language": "sv",
-        "password": PASSWORD,
-        "password_confirmation": PASSWORD,
-        "accept_terms": "true",
-        "accept_privacy": "true",
-    }
+    form = id_form(client)
     client.post("/activate/id", data=form)
     assert client.get("/activate/phone/wrong").status_code == 200
     response = client.post(
@@ -182,18 +161,7 @@ def test_later_steps_need_the_signed_in_buyer(
 ) -> None:
     link = invite_through_api(client, db.factory, settings, api_headers)
     client.get(path_of(link))
-    form = {
-        **csrf(client),
-        "first_name": "Astrid",
-        "last_name": "Lindqvist",
-        "birth_date": "1985-04-12",
-        "country": "SE",
-        "language": "sv",
-        "password": PASSWORD,
-        "password_confirmation": PASSWORD,
-        "accept_terms": "true",
-        "accept_privacy": "true",
-    }
+    form = id_form(client)
     client.post("/activate/id", data=form)
     # Someone else holding the link (the cookie) but not signed in as the buyer gets the login page.
     stranger = TestClient(client.app)
@@ -282,18 +250,7 @@ def test_activation_completes_with_the_pin_step(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
     client.get(path_of(invite_through_api(client, db.factory, settings, api_headers)))
-    form = {
-        **csrf(client),
-        "first_name": "Astrid",
-        "last_name": "Lindqvist",
-        "birth_date": "1985-04-12",
-        "country": "SE",
-        "language": "sv",
-        "password": PASSWORD,
-        "password_confirmation": PASSWORD,
-        "accept_terms": "true",
-        "accept_privacy": "true",
-    }
+    form = id_form(client)
     client.post("/activate/id", data=form)
     verify_phone_step(client, db.factory)
     trivial = set_pin_step(client, "1111")
