@@ -7,8 +7,6 @@ configured secret (HMAC) and then hashed with Argon2id: a stolen table alone rev
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -19,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from onboarding import audit
 from onboarding.accounts import password_hasher
+from onboarding.crypto import keyed_digest
 from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_
 from onboarding.models import Account, SecurityPin
@@ -59,8 +58,7 @@ def pin_problem(pin: str, birth_date: date | None) -> str | None:
 
 
 def _keyed(settings: Settings, account_id: int, pin: str) -> str:
-    key = settings.secret_key_value().encode()
-    return hmac.new(key, f"pin:{account_id}:{pin}".encode(), hashlib.sha256).hexdigest()
+    return keyed_digest(settings.secret_key_value(), "security-pin", account_id, pin)
 
 
 def has_pin(session: Session, account: Account) -> bool:

@@ -7,7 +7,6 @@ under the configured key (a plain hash of six digits is reversed in microseconds
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session
 from notifications import outbox
 from notifications.senders import enqueue_now
 from onboarding import audit
+from onboarding.crypto import keyed_digest
 from onboarding.i18n import gettext_, use_language
 from onboarding.models import Account, SmsChallenge
 from onboarding.settings import Settings
@@ -63,13 +63,8 @@ def mask_phone(phone: str) -> str:
     return f"••• ••• {last[:2]} {last[2:]}"
 
 
-def _code_hash(settings: Settings, challenge_key: str, code: str) -> str:
-    key = settings.secret_key_value().encode()
-    return hmac.new(key, f"sms-code:{challenge_key}:{code}".encode(), hashlib.sha256).hexdigest()
-
-
-def _key(account_id: int, purpose: str, phone: str) -> str:
-    return f"{account_id}:{purpose}:{phone}"
+def _code_hash(settings: Settings, account_id: int, purpose: str, phone: str, code: str) -> str:
+    return keyed_digest(settings.secret_key_value(), "sms-code", account_id, purpose, phone, code)
 
 
 def current(session: Session, account_id: int, purpose: str, phone: str) -> SmsChallenge | None:
@@ -170,7 +165,7 @@ def send_code(
         if sends and now < max(sends) + timedelta(seconds=settings.sms_resend_seconds):
             return SendOutcome.COOLDOWN
     code = f"{secrets.randbelow(10**6):06d}"
-    digest = _code_hash(settings, _key(account.id, purpose, phone), code)
+    digest = _code_hash(settings, account.id, purpose, phone, code)
     if challenge is None:
         challenge = SmsChallenge(
             account_id=account.id,
@@ -223,7 +218,7 @@ def check_code(
     if _locked(settings, challenge):
         return CheckOutcome.LOCKED
     cleaned = "".join(c for c in code if c.isdigit())
-    expected = _code_hash(settings, _key(account.id, purpose, phone), cleaned)
+    expected = _code_hash(settings, account.id, purpose, phone, cleaned)
     matches = len(cleaned) == 6 and hmac.compare_digest(expected, challenge.code_hash)
     if matches and now < challenge.code_expires_at:
         challenge.verified_at = now

@@ -9,7 +9,6 @@ kept as keyed hashes; using one is a conditional UPDATE, so two requests cannot 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import secrets
 from datetime import datetime
@@ -20,7 +19,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from onboarding import audit
-from onboarding.crypto import seal_text, unseal_text
+from onboarding.crypto import keyed_digest, seal_text, unseal_text
 from onboarding.models import Account, BackupCode
 from onboarding.settings import Settings
 
@@ -107,8 +106,7 @@ def disable(session: Session, account: Account, *, now: datetime, ip: str | None
 
 def _backup_hash(settings: Settings, account_id: int, code: str) -> str:
     normalised = "".join(c for c in code.lower() if c.isalnum())
-    key = settings.secret_key_value().encode()
-    return hmac.new(key, f"backup:{account_id}:{normalised}".encode(), hashlib.sha256).hexdigest()
+    return keyed_digest(settings.secret_key_value(), "backup-code", account_id, normalised)
 
 
 def _new_backup_code() -> str:
