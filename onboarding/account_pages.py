@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import phonenumbers
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from onboarding import account_settings, audit, pin, sessions, sms_codes, two_factor
-from onboarding.accounts import verify_password
 from onboarding.auth_pages import by_field, code_problem, message_page, parse_date, sms_send_message
 from onboarding.clock import utcnow
 from onboarding.errors import FieldError, ValidationFailed
@@ -27,6 +25,7 @@ from onboarding.web import (
     settings_of,
     signed_in,
 )
+from vehicles.service import clean_phone
 
 router = APIRouter(prefix="/account", include_in_schema=False)
 Db = Annotated[Session, Depends(db_session)]
@@ -347,22 +346,18 @@ def _backup_codes_page(request: Request, me: sessions.CurrentSession, codes: lis
     return _page(request, "backup_codes.html", me, {"codes": codes, "download": text})
 
 
-def _check_password(me: sessions.CurrentSession, password: str) -> list[FieldError]:
-    if verify_password(me.account, password):
-        return []
-    return [FieldError("password", N_("That password is not correct."))]
-
-
 @router.post("/security/backup-codes", dependencies=[Csrf])
 def regenerate_backup_codes(
     request: Request, session: Db, me: Me, password: Annotated[str, Form(max_length=1024)] = ""
 ) -> Response:
     if not me.account.two_factor:
         return RedirectResponse("/account/security", status_code=303)
-    errors = _check_password(me, password)
-    if errors:
-        return _security(request, session, me, status=422, errors=by_field(errors), form="backup")
-    codes = two_factor.new_backup_codes(session, settings_of(request), me.account, now=utcnow())
+    try:
+        codes = two_factor.regenerate_backup_codes(
+            session, settings_of(request), me.account, password=password, now=utcnow()
+        )
+    except ValidationFailed as exc:
+        return _security(request, session, me, status=422, errors=by_field(exc.errors), form="backup")
     session.commit()
     return _backup_codes_page(request, me, codes)
 
@@ -371,13 +366,12 @@ def regenerate_backup_codes(
 def sms_factor(request: Request, session: Db, me: Me) -> Response:
     if me.account.phone_verified_at is None:
         return RedirectResponse("/account/security", status_code=303)
-    had_codes = two_factor.backup_codes_left(session, me.account.id) > 0
-    two_factor.enable_sms(session, me.account, now=utcnow(), ip=client_ip(request))
-    if not had_codes:
-        codes = two_factor.new_backup_codes(session, settings_of(request), me.account, now=utcnow())
-        session.commit()
-        return _backup_codes_page(request, me, codes)
+    codes = two_factor.enable_sms(
+        session, settings_of(request), me.account, now=utcnow(), ip=client_ip(request)
+    )
     session.commit()
+    if codes:
+        return _backup_codes_page(request, me, codes)
     return _done("/account/security", "two_factor_sms")
 
 
@@ -385,10 +379,10 @@ def sms_factor(request: Request, session: Db, me: Me) -> Response:
 def two_factor_off(
     request: Request, session: Db, me: Me, password: Annotated[str, Form(max_length=1024)] = ""
 ) -> Response:
-    errors = _check_password(me, password)
-    if errors:
-        return _security(request, session, me, status=422, errors=by_field(errors), form="off")
-    two_factor.disable(session, me.account, now=utcnow(), ip=client_ip(request))
+    try:
+        two_factor.disable(session, me.account, password=password, now=utcnow(), ip=client_ip(request))
+    except ValidationFailed as exc:
+        return _security(request, session, me, status=422, errors=by_field(exc.errors), form="off")
     session.commit()
     return _done("/account/security", "two_factor_off")
 
@@ -408,27 +402,24 @@ def pin_reset(
     pin_confirmation: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
     """Set or reset the PIN (lifting a lock from the car) after re-entering the password."""
-    errors = _check_password(me, password)
-    if not errors:
-        try:
-            pin.set_pin(
-                session,
-                settings_of(request),
-                me.account,
-                pin_value,
-                pin_confirmation,
-                now=utcnow(),
-                ip=client_ip(request),
-            )
-        except ValidationFailed as exc:
-            errors = exc.errors
-    if errors:
+    try:
+        pin.reset_pin(
+            session,
+            settings_of(request),
+            me.account,
+            password=password,
+            pin=pin_value,
+            confirmation=pin_confirmation,
+            now=utcnow(),
+            ip=client_ip(request),
+        )
+    except ValidationFailed as exc:
         session.rollback()
         return _page(
             request,
             "pin.html",
             me,
-            {"action": "/account/security/pin", "ask_password": True, "errors": by_field(errors)},
+            {"action": "/account/security/pin", "ask_password": True, "errors": by_field(exc.errors)},
             status=422,
         )
     session.commit()
@@ -444,11 +435,9 @@ def phone_change(
     phone: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
     """A new mobile number: a code goes to it, and it replaces the old one once the code is entered."""
-    number = _e164(phone, me.account.country)
-    if number is None:
-        errors = [
-            FieldError("phone", N_("Enter a mobile number with its country code, like +46 70 123 45 67."))
-        ]
+    errors: list[FieldError] = []
+    number = clean_phone(phone, me.account.country, "phone", errors)
+    if errors:
         return _security(request, session, me, status=422, errors=by_field(errors), phone_value=phone)
     outcome = sms_codes.send_code(
         session,
@@ -479,48 +468,22 @@ def phone_verify(
     phone: Annotated[str, Form(max_length=40)] = "",
     code: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
-    number = _e164(phone, me.account.country)
-    now = utcnow()
-    outcome = (
-        sms_codes.check_code(
-            session,
-            settings_of(request),
-            me.account,
-            purpose=sms_codes.PHONE,
-            phone=number,
-            code=code,
-            now=now,
-            ip=client_ip(request),
-        )
-        if number
-        else sms_codes.CheckOutcome.NO_CODE
+    # ``phone`` is the number the code went to, echoed by the form; a code only matches that number.
+    outcome = sms_codes.verify_phone(
+        session, settings_of(request), me.account, phone=phone, code=code, now=utcnow(), ip=client_ip(request)
     )
-    if outcome is not sms_codes.CheckOutcome.OK or number is None:
-        session.commit()
+    session.commit()
+    if outcome is not sms_codes.CheckOutcome.OK:
         return _security(
             request,
             session,
             me,
             status=422,
             errors=by_field([FieldError("code", code_problem(outcome))]),
-            pending_phone=number,
-            pending_masked=sms_codes.mask_phone(number) if number else None,
+            pending_phone=phone,
+            pending_masked=sms_codes.mask_phone(phone),
         )
-    me.account.phone = number
-    me.account.phone_verified_at = now
-    audit.record(session, "phone_changed", now=now, account_id=me.account.id, ip=client_ip(request))
-    session.commit()
     return _done("/account/security", "phone")
-
-
-def _e164(raw: str, country: str) -> str | None:
-    try:
-        parsed = phonenumbers.parse(raw, country)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(parsed):
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 @router.post("/sign-out-everywhere", dependencies=[Csrf])

@@ -17,8 +17,8 @@ from onboarding.accounts import (
     MARKETING_SMS,
     check_birth_date,
     find_account,
+    require_password,
     set_password,
-    verify_password,
 )
 from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_
@@ -58,11 +58,6 @@ def update_details(
     audit.record(session, "details_changed", now=now, account_id=account.id)
 
 
-def _password_required(account: Account, password: str) -> None:
-    if not verify_password(account, password):
-        raise ValidationFailed([FieldError("current_password", N_("That password is not correct."))])
-
-
 def request_email_change(
     session: Session, settings: Settings, account: Account, *, new_email: str, password: str, now: datetime
 ) -> None:
@@ -74,7 +69,7 @@ def request_email_change(
         errors.append(FieldError("new_email", N_("That is your current address.")))
     if errors:
         raise ValidationFailed(errors)
-    _password_required(account, password)
+    require_password(account, password, "current_password")
     hours = settings.email_change_valid_hours
     owner = find_account(session, address)
     _row, token = account_tokens.issue(
@@ -201,7 +196,7 @@ def change_password(
     keep: WebSession | None,
 ) -> None:
     """Needs the current password; ends every other session (the caller rotates its own)."""
-    _password_required(account, current_password)
+    require_password(account, current_password, "current_password")
     set_password(account, password, confirmation, now=now)
     ended = sessions.end_all(session, account.id, now=now, reason="password_changed", keep=keep)
     audit.record(session, "password_changed", now=now, account_id=account.id, sessions_ended=ended)

@@ -56,6 +56,12 @@ def verify_password(account: Account | None, password: str) -> bool:
     return ok
 
 
+def require_password(account: Account, password: str, field: str = "password") -> None:
+    """Sensitive changes ask for the password again; ``ValidationFailed`` names ``field`` if wrong."""
+    if not verify_password(account, password):
+        raise ValidationFailed([FieldError(field, N_("That password is not correct."))])
+
+
 def find_account(session: Session, email: str) -> Account | None:
     return session.scalar(select(Account).where(Account.email == email.strip().lower()))
 

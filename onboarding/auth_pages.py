@@ -109,7 +109,7 @@ def password_login(
             next_url=next_url,
             status=status,
             email=email,
-            failure=gettext_(text, minutes=settings.lockout_minutes) if "%(" in text else gettext_(text),
+            failure=gettext_(text, minutes=settings.lockout_minutes),
             locked=result.outcome is login.LoginOutcome.LOCKED,
             **(form or {}),
         )
@@ -266,23 +266,7 @@ def second_factor_submit(
         return _second_factor_page(
             request, session, current, method=method, next_url=next_url, status=429, failure=text
         )
-    ok = False
-    if method == two_factor.TOTP and account.totp_confirmed_at is not None:
-        ok = two_factor.check_totp(settings, account, code, now=now)
-    elif method == two_factor.SMS and account.phone_verified_at is not None and account.phone:
-        outcome = sms_codes.check_code(
-            session,
-            settings,
-            account,
-            purpose=sms_codes.LOGIN,
-            phone=account.phone,
-            code=code,
-            now=now,
-            ip=ip,
-        )
-        ok = outcome is sms_codes.CheckOutcome.OK
-    elif method == "backup":
-        ok = two_factor.use_backup_code(session, settings, account, code, now=now, ip=ip)
+    ok = two_factor.check_login_factor(session, settings, account, method=method, code=code, now=now, ip=ip)
     if not ok:
         # Wrong codes count towards the same lockout as wrong passwords: no guessing codes for long.
         if login.record_failure(session, settings, account, now=now, ip=ip, factor=method):
@@ -643,7 +627,7 @@ def reset_birth_date(
     if found is None:
         return _reset_link_problem(request)
     row, account = found
-    outcome = password_reset.check_birth_date(
+    outcome = password_reset.confirm_birth_date(
         session, row, account, parse_date(birth_date), now=utcnow(), ip=client_ip(request)
     )
     session.commit()

@@ -375,22 +375,14 @@ def phone_check(request: Request, session: Db, code: Annotated[str, Form(max_len
     view, account = guarded
     assert account.phone is not None and view.order is not None
     now = utcnow()
-    outcome = sms_codes.check_code(
-        session,
-        settings_of(request),
-        account,
-        purpose=sms_codes.PHONE,
-        phone=account.phone,
-        code=code,
-        now=now,
-        ip=client_ip(request),
+    outcome = sms_codes.verify_phone(
+        session, settings_of(request), account, phone=account.phone, code=code, now=now, ip=client_ip(request)
     )
     if outcome is not sms_codes.CheckOutcome.OK:
         session.commit()  # keeps the failure count
         return _phone_page(
             request, session, view, account, errors=[FieldError("code", code_problem(outcome))], status=422
         )
-    account.phone_verified_at = now
     add_event(session, view.order, "phone_verified", "buyer", now)
     return _advance(session, view)
 

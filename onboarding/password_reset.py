@@ -90,7 +90,7 @@ def open_link(session: Session, token: str | None, *, now: datetime) -> tuple[Ac
     return row, account
 
 
-def check_birth_date(
+def confirm_birth_date(
     session: Session,
     row: AccountToken,
     account: Account,

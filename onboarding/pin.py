@@ -16,7 +16,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session
 
 from onboarding import audit
-from onboarding.accounts import password_hasher
+from onboarding.accounts import password_hasher, require_password
 from onboarding.crypto import keyed_digest
 from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_
@@ -94,6 +94,22 @@ def set_pin(
         if was_locked:
             kind = "pin_unlocked"
     audit.record(session, kind, now=now, account_id=account.id, actor=actor, ip=ip)
+
+
+def reset_pin(
+    session: Session,
+    settings: Settings,
+    account: Account,
+    *,
+    password: str,
+    pin: str,
+    confirmation: str,
+    now: datetime,
+    ip: str | None,
+) -> None:
+    """The web reset (it also lifts a lock from the car): only after the password is entered again."""
+    require_password(account, password)
+    set_pin(session, settings, account, pin, confirmation, now=now, ip=ip)
 
 
 def check_pin(

@@ -230,3 +230,22 @@ def check_code(
         audit.record(session, "sms_code_locked", now=now, account_id=account.id, ip=ip, purpose=purpose)
         return CheckOutcome.LOCKED
     return CheckOutcome.WRONG
+
+
+def verify_phone(
+    session: Session,
+    settings: Settings,
+    account: Account,
+    *,
+    phone: str,
+    code: str,
+    now: datetime,
+    ip: str | None = None,
+) -> CheckOutcome:
+    """A code sent to ``phone`` entered right: that number becomes the ID's verified mobile number."""
+    outcome = check_code(session, settings, account, purpose=PHONE, phone=phone, code=code, now=now, ip=ip)
+    if outcome is CheckOutcome.OK:
+        changed = account.phone != phone
+        account.phone, account.phone_verified_at = phone, now
+        audit.record(session, "phone_verified", now=now, account_id=account.id, ip=ip, changed=changed)
+    return outcome

@@ -15,17 +15,18 @@ from datetime import datetime
 
 import pyotp
 import segno
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from onboarding import audit
+from onboarding import audit, sms_codes
+from onboarding.accounts import require_password
 from onboarding.crypto import keyed_digest, seal_text, unseal_text
 from onboarding.models import Account, BackupCode
 from onboarding.settings import Settings
 
 TOTP_SEAL_PURPOSE = "totp-secret"
 BACKUP_CODE_COUNT = 10
-TOTP, SMS = "totp", "sms"
+TOTP, SMS, BACKUP = "totp", "sms", "backup"
 
 
 def _totp(settings: Settings, account: Account) -> pyotp.TOTP | None:
@@ -86,16 +87,23 @@ def confirm_totp(
     return new_backup_codes(session, settings, account, now=now)
 
 
-def enable_sms(session: Session, account: Account, *, now: datetime, ip: str | None) -> list[str] | None:
-    """SMS as the factor needs a verified mobile number."""
+def enable_sms(
+    session: Session, settings: Settings, account: Account, *, now: datetime, ip: str | None
+) -> list[str]:
+    """SMS as the factor (it needs a verified mobile number); returns backup codes to show when the ID
+    has none left, else an empty list."""
     if account.phone_verified_at is None or not account.phone:
-        return None
+        raise ValueError("SMS as a second factor needs a verified mobile number")
     account.two_factor = SMS
     audit.record(session, "two_factor_enabled", now=now, account_id=account.id, ip=ip, method=SMS)
-    return None
+    if backup_codes_left(session, account.id):
+        return []
+    return new_backup_codes(session, settings, account, now=now)
 
 
-def disable(session: Session, account: Account, *, now: datetime, ip: str | None) -> None:
+def disable(session: Session, account: Account, *, password: str, now: datetime, ip: str | None) -> None:
+    """Two-step verification off, after the password; raises ``ValidationFailed``."""
+    require_password(account, password)
     account.two_factor = None
     account.totp_secret_sealed = None
     account.totp_confirmed_at = None
@@ -144,9 +152,43 @@ def use_backup_code(
     return True
 
 
+def regenerate_backup_codes(
+    session: Session, settings: Settings, account: Account, *, password: str, now: datetime
+) -> list[str]:
+    """Ten new codes after the password; raises ``ValidationFailed``."""
+    require_password(account, password)
+    return new_backup_codes(session, settings, account, now=now)
+
+
 def backup_codes_left(session: Session, account_id: int) -> int:
-    return len(
-        session.scalars(
-            select(BackupCode.id).where(BackupCode.account_id == account_id, BackupCode.used_at.is_(None))
-        ).all()
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(BackupCode)
+            .where(BackupCode.account_id == account_id, BackupCode.used_at.is_(None))
+        )
+        or 0
     )
+
+
+def check_login_factor(
+    session: Session, settings: Settings, account: Account, *, method: str, code: str, now: datetime, ip: str
+) -> bool:
+    """The second factor at login: an authenticator code, an SMS code or a backup code."""
+    if method == TOTP and account.totp_confirmed_at is not None:
+        return check_totp(settings, account, code, now=now)
+    if method == SMS and account.phone_verified_at is not None and account.phone:
+        outcome = sms_codes.check_code(
+            session,
+            settings,
+            account,
+            purpose=sms_codes.LOGIN,
+            phone=account.phone,
+            code=code,
+            now=now,
+            ip=ip,
+        )
+        return outcome is sms_codes.CheckOutcome.OK
+    if method == BACKUP:
+        return use_backup_code(session, settings, account, code, now=now, ip=ip)
+    return False
