@@ -18,10 +18,11 @@ from onboarding.accounts import NewAccount, create_account
 from onboarding.db import transaction
 from onboarding.models import Account
 from onboarding.settings import Settings
+from tests.helpers import ID_PASSWORD, csrf
 
 T = TypeVar("T")
 
-PASSWORD = "violet-harbour-kettle-42"
+PASSWORD = ID_PASSWORD
 NEW_PASSWORD = "quiet-meadow-lantern-77"
 PHONE = "+46701234567"
 BIRTH = date(1985, 4, 12)
@@ -89,12 +90,6 @@ def link_to(factory: sessionmaker[Session], address: str, path: str) -> str:
         if found:
             return found.group(1)
     raise AssertionError(f"no {path} link emailed to {address}")
-
-
-def csrf(client: Any) -> dict[str, str]:
-    if "onb_csrf" not in client.cookies:
-        client.get("/login")
-    return {"csrf_token": client.cookies["onb_csrf"]}
 
 
 def log_in(client: Any, email: str = "astrid@example.com", password: str = PASSWORD, **extra: str) -> Any:

@@ -15,6 +15,7 @@ from onboarding.models import Account, Consent, Invitation
 from onboarding.settings import Settings
 from tests.conftest import Database, SmtpServer
 from tests.helpers import (
+    ID_PASSWORD,
     dev_mailbox_links,
     invite_through_api,
     link_in,
@@ -25,7 +26,7 @@ from tests.helpers import (
     verify_phone_step,
 )
 
-PASSWORD = "violet-harbour-kettle-42"
+PASSWORD = ID_PASSWORD
 
 
 def _create_form(client: TestClient, **overrides: str) -> dict[str, str]:

@@ -17,8 +17,9 @@ from onboarding.app import create_app
 from onboarding.clock import utcnow
 from onboarding.models import AuditEvent, WebSession
 from onboarding.settings import Settings
-from tests.account_support import PASSWORD, account, csrf, log_in, make_account
+from tests.account_support import PASSWORD, account, log_in, make_account
 from tests.conftest import Database
+from tests.helpers import csrf
 
 REDIS_URL = os.environ.get("ONBOARDING_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 GENERIC = "The email address or password is not correct."

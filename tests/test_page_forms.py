@@ -91,3 +91,24 @@ def test_account_pages_label_every_control_and_protect_every_form(
     settings_pages.append(client.post("/account/security/totp/start", data=csrf(client)).text)
     counts = [_check(page) for page in activation_pages + public + settings_pages]
     assert sum(counts) >= 30 and counts[2] >= 2, counts  # the login form and the settings forms have controls
+
+
+def test_every_state_changing_page_route_checks_csrf() -> None:
+    """Every POST of the page routers carries the CSRF dependency, so a new form cannot forget it."""
+    from fastapi.routing import APIRoute
+
+    from notifications import pages as dev_pages
+    from onboarding import account_pages, auth_pages, pages
+    from onboarding.web import csrf_protect
+
+    posts = [
+        route
+        for router in (pages.router, auth_pages.router, account_pages.router, dev_pages.router)
+        for route in router.routes
+        if isinstance(route, APIRoute) and (route.methods or set()) & {"POST", "PUT", "PATCH", "DELETE"}
+    ]
+    assert len(posts) >= 20
+    unprotected = [
+        route.path for route in posts if csrf_protect not in [d.call for d in route.dependant.dependencies]
+    ]
+    assert unprotected == []

@@ -18,7 +18,6 @@ from tests.account_support import (
     PASSWORD,
     PHONE,
     account,
-    csrf,
     emails_to,
     link_to,
     log_in,
@@ -26,7 +25,7 @@ from tests.account_support import (
     run_and_send,
 )
 from tests.conftest import Database
-from tests.helpers import sms_codes_sent
+from tests.helpers import csrf, sms_codes_sent
 
 
 def _ask(client: TestClient, email: str) -> bytes:

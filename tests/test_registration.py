@@ -17,7 +17,6 @@ from tests.account_support import (
     BIRTH,
     PASSWORD,
     account,
-    csrf,
     emails_to,
     link_to,
     log_in,
@@ -25,6 +24,7 @@ from tests.account_support import (
     run_and_send,
 )
 from tests.conftest import Database
+from tests.helpers import csrf
 
 
 def _form(client: TestClient, **overrides: str) -> dict[str, str]:

@@ -17,10 +17,11 @@ from onboarding.clock import utcnow
 from onboarding.db import transaction
 from onboarding.models import Account, AuditEvent, SecurityPin, SupportRequest
 from onboarding.settings import Settings
-from tests.account_support import PASSWORD, account, csrf, log_in, make_account, run_and_send
+from tests.account_support import PASSWORD, account, log_in, make_account, run_and_send
 from tests.conftest import Database
 from tests.helpers import (
     PIN,
+    csrf,
     id_form,
     invite_through_api,
     path_of,
@@ -257,3 +258,22 @@ def test_activation_completes_with_the_pin_step(
     assert trivial.status_code == 422 and 'id="pin-error"' in trivial.text
     assert set_pin_step(client).headers["location"] == "/activate/done"
     assert client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]["stage"] == "completed"
+
+
+def test_only_the_primary_user_sets_the_pin(
+    db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
+) -> None:
+    """Someone else signed in with their own ID, holding the buyer's link, cannot set the car's PIN."""
+    link = invite_through_api(client, db.factory, settings, api_headers)
+    client.get(path_of(link))
+    client.post("/activate/id", data=id_form(client))
+    verify_phone_step(client, db.factory)
+    other = TestClient(client.app)
+    make_account(db.factory, settings, utcnow(), email="other@example.com")
+    log_in(other, email="other@example.com")
+    other.get(path_of(link))
+    refused = set_pin_step(other)
+    assert refused.status_code == 303 and refused.headers["location"] == "/login?next=/activate/pin"
+    with db.factory() as session:
+        assert session.scalars(select(SecurityPin)).first() is None
+    assert set_pin_step(client).headers["location"] == "/activate/done"

@@ -17,14 +17,13 @@ from tests.account_support import (
     PASSWORD,
     PHONE,
     account,
-    csrf,
     emails_to,
     link_to,
     log_in,
     make_account,
 )
 from tests.conftest import Database
-from tests.helpers import sms_codes_sent
+from tests.helpers import csrf, sms_codes_sent
 
 
 def _enrol_totp(client: TestClient) -> tuple[pyotp.TOTP, list[str]]:
@@ -260,3 +259,26 @@ def test_wrong_second_factor_codes_count_towards_the_lockout(
     assert account(db.factory).locked_until is not None
     # The half-signed-in session ended with the lock.
     assert client.get("/login/verify", follow_redirects=False).headers["location"] == "/login"
+
+
+def test_backup_codes_can_be_regenerated_with_the_password(
+    db: Database, settings: Settings, client: TestClient
+) -> None:
+    make_account(db.factory, settings, utcnow())
+    log_in(client)
+    _totp, old = _enrol_totp(client)
+    refused = client.post(
+        "/account/security/backup-codes", data={**csrf(client), "password": "wrong-one-123"}
+    )
+    assert refused.status_code == 422 and 'id="password-backup-error"' in refused.text
+    page = client.post("/account/security/backup-codes", data={**csrf(client), "password": PASSWORD})
+    new = re.findall(r"<li>([a-z2-7]{5}-[a-z2-7]{5})</li>", page.text)
+    assert len(new) == 10 and not set(new) & set(old)
+    client.post("/logout", data=csrf(client))
+    log_in(client)
+    stale = client.post("/login/verify", data={**csrf(client), "method": "backup", "code": old[0]})
+    assert stale.status_code == 401
+    fresh = client.post(
+        "/login/verify", data={**csrf(client), "method": "backup", "code": new[0]}, follow_redirects=False
+    )
+    assert fresh.status_code == 303
