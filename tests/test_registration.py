@@ -47,7 +47,10 @@ def _form(client: TestClient, **overrides: str) -> dict[str, str]:
 
 
 def test_register_verify_then_log_in(db: Database, settings: Settings, client: TestClient) -> None:
-    assert client.get("/register").status_code == 200
+    form_page = client.get("/register")
+    assert form_page.status_code == 200
+    title = form_page.text.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert title.startswith("Create an ID") and "<" not in title
     response = client.post("/register", data=_form(client))
     assert response.status_code == 200 and "nils@example.com" in response.text
     created = account(db.factory, "nils@example.com")
