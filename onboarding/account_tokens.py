@@ -1,7 +1,7 @@
 """One-time links sent by email: verify an email address, reset a password, confirm a new address.
 
-Tokens are 256-bit random; only their SHA-256 is stored, and lookups compare in constant time after
-fetching by hash. Issuing a new link of one purpose revokes the earlier live ones."""
+Tokens are 256-bit random; only their SHA-256 is stored and looked up (an index lookup of a hash
+reveals nothing about the token). Issuing a new link of one purpose revokes the earlier live ones."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from onboarding.crypto import hashes_match, new_token, token_hash
+from onboarding.crypto import new_token, token_hash
 from onboarding.models import AccountToken
 
 VERIFY_EMAIL, PASSWORD_RESET, EMAIL_CHANGE = "verify_email", "password_reset", "email_change"
@@ -60,14 +60,11 @@ def find(session: Session, purpose: str, token: str | None) -> AccountToken | No
     """The token's row whatever its state (callers explain expired or used links), or None."""
     if not token or len(token) > 100:
         return None
-    row = session.scalar(
+    return session.scalar(
         select(AccountToken).where(
             AccountToken.token_hash == token_hash(token), AccountToken.purpose == purpose
         )
     )
-    if row is None or not hashes_match(row.token_hash, token):
-        return None
-    return row
 
 
 def usable(row: AccountToken | None, now: datetime) -> bool:

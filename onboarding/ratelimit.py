@@ -43,8 +43,3 @@ class RateLimits:
         """Whether another attempt would be allowed, without counting one."""
         key = self._key(scope, subject)
         return all(self.limiter.test(item, *key) for item in parse_many(limit))
-
-    def reset(self, scope: str, subject: str, limit: str) -> None:
-        key = self._key(scope, subject)
-        for item in parse_many(limit):
-            self.limiter.clear(item, *key)
