@@ -53,10 +53,7 @@ import asyncio
 import cProfile
 import logging
 import multiprocessing
-import os
 import pstats
-import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -72,16 +69,16 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
-from sqlalchemy import Engine, Table, bindparam, create_engine, delete, func, insert, select, text, update
-from sqlalchemy.engine import make_url
+from benchdb import BenchDb, free_port, fresh_database
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.email import build_email, envelope_sender, render_email
 from notifications.models import OutboxMessage
 from notifications.outbox import ClaimedMessage
-from onboarding import invitations, migrations, scheduler
+from onboarding import invitations, scheduler
 from onboarding.crypto import new_token
-from onboarding.db import make_engine, make_session_factory, transaction
+from onboarding.db import transaction
 from onboarding.logconfig import configure_logging
 from onboarding.models import Invitation
 from onboarding.settings import Settings
@@ -145,13 +142,6 @@ def _sink_main(port: int, conn: Connection) -> None:
         controller.stop()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Sink:
     def __init__(self) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -199,43 +189,12 @@ def check_delivery(sink: Sink, expected: Sequence[str], label: str) -> bool:
 # --- databases ------------------------------------------------------------------------------------
 
 
-@dataclass
-class BenchDb:
-    kind: str
-    url: str
-    engine: Engine
-    factory: sessionmaker[Session]
-
-
 @contextmanager
-def fresh_database(base_url: str | None, workdir: Path, label: str) -> Iterator[BenchDb]:
-    """A migrated, empty database with the reference data; dropped (PostgreSQL) on exit."""
-    admin: Engine | None = None
-    if base_url is None:
-        url = f"sqlite:///{workdir / label}.db"
-    else:
-        parsed = make_url(base_url)
-        if parsed.get_backend_name() != "postgresql":
-            raise SystemExit("--database-url takes a PostgreSQL URL; leave it out for SQLite")
-        name = f"bench_{label}_{os.getpid()}_{secrets.token_hex(3)}"
-        admin = create_engine(parsed, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = parsed.set(database=name).render_as_string(hide_password=False)
-    engine: Engine | None = None
-    try:
-        migrations.upgrade(url)
-        engine = make_engine(url)
-        db = BenchDb(engine.dialect.name, url, engine, make_session_factory(engine))
+def seeded_database(base_url: str | None, workdir: Path, label: str) -> Iterator[BenchDb]:
+    """A fresh database with the reference data."""
+    with fresh_database(base_url, workdir, label) as db:
         seed_reference(db.factory)
         yield db
-    finally:
-        if engine is not None:
-            engine.dispose()
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-            admin.dispose()
 
 
 SERVICES = {"SE": ["navigation", "remote_climate"], "US": ["navigation"], "ZA": ["navigation"]}
@@ -511,7 +470,7 @@ def timed_app_pass(db: BenchDb, settings: Settings, profile: Path | None) -> App
 def part1(args: argparse.Namespace, sink: Sink, workdir: Path) -> bool:
     n = args.orders
     ok = True
-    with fresh_database(args.database_url, workdir, "e2e") as db:
+    with seeded_database(args.database_url, workdir, "e2e") as db:
         now = datetime.now(UTC)
         settings = bench_settings(db, sink.port, args.concurrency)
         due_rows = [order_row(i, "due", now) for i in range(n)]
@@ -633,7 +592,7 @@ def time_passes(
 
 def part2(args: argparse.Namespace, workdir: Path) -> bool:
     due_count, small, large = args.due, args.small, args.large
-    with fresh_database(args.database_url, workdir, "scale") as db:
+    with seeded_database(args.database_url, workdir, "scale") as db:
         now = datetime.now(UTC)
         settings = bench_settings(db, None, args.concurrency)
         step = small // due_count

@@ -67,14 +67,13 @@ import os
 import pstats
 import resource
 import secrets
-import socket
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from multiprocessing.connection import Connection
@@ -82,13 +81,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from benchdb import BenchDb, free_port, fresh_database
+from sqlalchemy import Engine, text
 
-from onboarding import migrations
 from onboarding.accounts import NewAccount, create_account, password_hasher
-from onboarding.db import make_engine, make_session_factory, transaction
+from onboarding.db import transaction
 from onboarding.logconfig import configure_logging
 from onboarding.settings import Settings
 
@@ -107,43 +104,6 @@ class BenchAccount:
 
 
 # --- database ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class BenchDb:
-    kind: str
-    url: str
-    engine: Engine
-    factory: sessionmaker[Session]
-
-
-@contextmanager
-def fresh_database(base_url: str | None, workdir: Path) -> Iterator[BenchDb]:
-    """A migrated, empty database; dropped (PostgreSQL) on exit."""
-    admin: Engine | None = None
-    if base_url is None:
-        url = f"sqlite:///{workdir / 'login'}.db"
-    else:
-        parsed = make_url(base_url)
-        if parsed.get_backend_name() != "postgresql":
-            raise SystemExit("--database-url takes a PostgreSQL URL; leave it out for SQLite")
-        name = f"bench_login_{os.getpid()}_{secrets.token_hex(3)}"
-        admin = create_engine(parsed, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = parsed.set(database=name).render_as_string(hide_password=False)
-    engine: Engine | None = None
-    try:
-        migrations.upgrade(url)
-        engine = make_engine(url)
-        yield BenchDb(engine.dialect.name, url, engine, make_session_factory(engine))
-    finally:
-        if engine is not None:
-            engine.dispose()
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-            admin.dispose()
 
 
 FIRST_NAMES = ("Astrid", "Lars", "Emma", "Noah", "Thandi", "Olivia", "Sipho", "Ingrid")
@@ -271,13 +231,6 @@ def _serve(database_url: str, port: int, profile: str | None, conn: Connection) 
         for extra in profiles[1:]:
             stats.add(extra)
         stats.dump_stats(profile)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -634,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(logging.WARNING)
     with (
         tempfile.TemporaryDirectory(prefix="bench-login-") as tmp,
-        fresh_database(args.database_url, Path(tmp)) as db,
+        fresh_database(args.database_url, Path(tmp), "login") as db,
     ):
         started = time.perf_counter()
         accounts = seed_accounts(db, bench_settings(db.url, "http://127.0.0.1"), args.accounts)
