@@ -244,7 +244,7 @@ def password_submit(
         session.rollback()
         return _page(request, "account_password.html", me, {"errors": by_field(exc.errors)}, status=422)
     # A new session id for this browser too: privilege changed.
-    _row, token = sessions.start(
+    token = sessions.start(
         session,
         settings,
         me.account,

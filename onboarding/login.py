@@ -43,27 +43,49 @@ def unlock(account: Account) -> None:
     account.failed_logins = 0
 
 
-def check_password(
-    session: Session,
-    settings: Settings,
-    limits: RateLimits,
-    *,
-    email: str,
-    password: str,
-    now: datetime,
-    ip: str,
-) -> LoginResult:
+@dataclass(frozen=True)
+class LoginAttempt:
+    """Whose login it is, read before the password is hashed; ``refused`` when the rate limits
+    answered it without any hashing."""
+
+    address: str
+    account: Account | None
+    refused: LoginOutcome | None = None
+
+
+def identify(
+    session: Session, settings: Settings, limits: RateLimits, *, email: str, ip: str
+) -> LoginAttempt:
+    """The first half of a password login: the rate limits, then the account (reads only, so the
+    caller can end the transaction before Argon2id runs)."""
     address = email.strip().lower()
     if not limits.hit(settings.rate_limit_login_per_ip, "login-ip", ip) or not limits.hit(
         settings.rate_limit_login_per_account, "login-account", address
     ):
-        return LoginResult(LoginOutcome.RATE_LIMITED)
-    account = find_account(session, address) if address else None
+        return LoginAttempt(address, None, LoginOutcome.RATE_LIMITED)
+    return LoginAttempt(address, find_account(session, address) if address else None)
+
+
+def check_password(
+    session: Session,
+    settings: Settings,
+    limits: RateLimits,
+    attempt: LoginAttempt,
+    *,
+    password: str,
+    now: datetime,
+    ip: str,
+) -> LoginResult:
+    """The second half: Argon2id first, before any statement (so no transaction is open while it
+    runs), then the failure count, the lock and the audit events."""
+    if attempt.refused is not None:
+        return LoginResult(attempt.refused)
+    account = attempt.account
     if account is None:
         verify_password(None, password)  # the same hashing work as for a known address
         unknown_lock = f"{settings.lockout_failures}/{settings.lockout_minutes} minutes"
-        if not limits.hit(unknown_lock, "login-unknown", address) or not limits.allows(
-            unknown_lock, "login-unknown", address
+        if not limits.hit(unknown_lock, "login-unknown", attempt.address) or not limits.allows(
+            unknown_lock, "login-unknown", attempt.address
         ):
             return LoginResult(LoginOutcome.LOCKED)
         return LoginResult(LoginOutcome.FAILED)
@@ -74,8 +96,11 @@ def check_password(
     if not verify_password(account, password):
         locked = record_failure(session, settings, account, now=now, ip=ip, factor="password")
         return LoginResult(LoginOutcome.LOCKED if locked else LoginOutcome.FAILED, account)
-    account.failed_logins = 0
-    account.locked_until = None
+    # Only written when set, so a routine login changes no account row.
+    if account.failed_logins:
+        account.failed_logins = 0
+    if account.locked_until is not None:
+        account.locked_until = None
     if account.email_verified_at is None:
         return LoginResult(LoginOutcome.UNVERIFIED, account)
     if account.two_factor:
@@ -86,8 +111,12 @@ def check_password(
 def record_failure(
     session: Session, settings: Settings, account: Account, *, now: datetime, ip: str, factor: str
 ) -> bool:
-    """One more consecutive failure (a wrong password or second-factor code); True when it locks."""
-    account.failed_logins = (account.failed_logins or 0) + 1
+    """One more consecutive failure (a wrong password or second-factor code); True when it locks.
+
+    Counted in SQL (``failed_logins + 1``), so failures that race each other all count: the account
+    row may have been read before the password was hashed."""
+    account.failed_logins = Account.failed_logins + 1
+    session.flush()  # the UPDATE; reading the attribute below loads the counted value
     if account.failed_logins >= settings.lockout_failures:
         account.locked_until = now + timedelta(minutes=settings.lockout_minutes)
         audit.record(

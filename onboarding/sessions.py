@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from onboarding.crypto import new_token, token_hash
@@ -16,6 +17,7 @@ from onboarding.models import Account, WebSession
 from onboarding.settings import Settings
 
 FULL, SECOND_FACTOR, UNVERIFIED = "full", "second_factor", "unverified"
+_SESSIONS = cast(Table, WebSession.__table__)
 
 # A session waiting for its second factor or for email verification is short-lived.
 _PARTIAL_MINUTES = 15
@@ -41,8 +43,8 @@ def start(
     ip: str | None,
     user_agent: str | None,
     replaces: WebSession | None = None,
-) -> tuple[WebSession, str]:
-    """A new session for ``account``; ends ``replaces`` (rotation). Returns the row and its token."""
+) -> str:
+    """A new session for ``account``; ends ``replaces`` (rotation). Returns its token (for the cookie)."""
     if replaces is not None and replaces.ended_at is None:
         replaces.ended_at = now
         replaces.ended_reason = "rotated"
@@ -50,18 +52,21 @@ def start(
     lifetime = (
         timedelta(hours=settings.session_max_hours) if stage == FULL else timedelta(minutes=_PARTIAL_MINUTES)
     )
-    row = WebSession(
-        token_hash=token_hash(token),
-        account_id=account.id,
-        stage=stage,
-        created_at=now,
-        last_seen_at=now,
-        expires_at=now + lifetime,
-        ip=ip,
-        user_agent=(user_agent or "")[:300] or None,
+    # Core statements for the rows a login writes (this one, ``end_token``): at login they are most of
+    # the database work, and nothing reads the new row back before the next request.
+    session.execute(
+        insert(_SESSIONS).values(
+            token_hash=token_hash(token),
+            account_id=account.id,
+            stage=stage,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + lifetime,
+            ip=ip,
+            user_agent=(user_agent or "")[:300] or None,
+        )
     )
-    session.add(row)
-    return row, token
+    return token
 
 
 def end_token(session: Session, token: str | None, *, now: datetime, reason: str) -> None:
@@ -69,10 +74,9 @@ def end_token(session: Session, token: str | None, *, now: datetime, reason: str
     if not token or len(token) > 100:
         return
     session.execute(
-        update(WebSession)
-        .where(WebSession.token_hash == token_hash(token), WebSession.ended_at.is_(None))
-        .values(ended_at=now, ended_reason=reason),
-        execution_options={"synchronize_session": False},
+        update(_SESSIONS)
+        .where(_SESSIONS.c.token_hash == token_hash(token), _SESSIONS.c.ended_at.is_(None))
+        .values(ended_at=now, ended_reason=reason)
     )
 
 
