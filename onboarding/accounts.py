@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from onboarding.errors import FieldError, ValidationFailed
@@ -63,7 +63,10 @@ def require_password(account: Account, password: str, field: str = "password") -
 
 
 def find_account(session: Session, email: str) -> Account | None:
-    return session.scalar(select(Account).where(Account.email == email.strip().lower()))
+    return session.scalar(_BY_EMAIL, {"email": email.strip().lower()})
+
+
+_BY_EMAIL = select(Account).where(Account.email == bindparam("email"))  # built once: login looks it up
 
 
 def age_on(birth: date, today: date) -> int:

@@ -87,6 +87,8 @@ def create_app(
         lifespan=lifespan,
         docs_url="/api/docs",
         redoc_url=None,
+        # No OpenTelemetry here (logs are structlog's): spares every request FastAPI's provider checks.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.session_factory = factory

@@ -25,10 +25,17 @@ def record(
     # One Core INSERT, sent at once: nothing reads an event back in the unit of work that records it,
     # and the ORM's flush bookkeeping for a new object costs more than the row (login is a hot path).
     session.execute(
-        insert(_EVENTS).values(
-            at=now, kind=kind, account_id=account_id, actor=actor, ip=ip, details=details or None
-        )
+        _INSERT_EVENT,
+        {
+            "at": now,
+            "kind": kind,
+            "account_id": account_id,
+            "actor": actor,
+            "ip": ip,
+            "details": details or None,
+        },
     )
 
 
-_EVENTS = cast(Table, AuditEvent.__table__)
+# Built once: constructing a statement costs more than running a cached one.
+_INSERT_EVENT = insert(cast(Table, AuditEvent.__table__))

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from onboarding import audit, login, password_reset, registration, sessions, sms_codes, two_factor
 from onboarding.accounts import NewAccount
 from onboarding.clock import utcnow
+from onboarding.db import begin_read
 from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_, gettext_
 from onboarding.models import Account
@@ -100,9 +101,11 @@ def password_login(
     now = utcnow()
     ip = client_ip(request)
     limits = rate_limits(request)
+    # Read, hash, write: the lookup is a transaction of its own that ends before Argon2id's 30 ms or
+    # so of CPU, so none is held while it hashes (on SQLite not even a lock, see begin_read). The
+    # account stays loaded (expire_on_commit=False).
+    begin_read(session)
     attempt = login.identify(session, settings, limits, email=email, ip=ip)
-    # Ends the read before Argon2id's 30 ms or so of CPU: no transaction is held while it hashes (on
-    # SQLite that would be the single write lock). The account stays loaded (expire_on_commit=False).
     session.commit()
     result = login.check_password(session, settings, limits, attempt, password=password, now=now, ip=ip)
     if result.outcome in FAILURES:

@@ -2,7 +2,8 @@
 
 SQLite (local runs, tests) and PostgreSQL (production, CI) through one code path. On SQLite every
 transaction starts with ``BEGIN IMMEDIATE``: writers queue on the busy timeout instead of failing when
-two processes (several schedulers) upgrade a read lock at the same moment.
+two processes (several schedulers) upgrade a read lock at the same moment. A transaction begun with
+``begin_read`` is a plain (deferred) ``BEGIN`` instead: a read waits for no writer.
 """
 
 from __future__ import annotations
@@ -79,7 +80,19 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+
+
+_READ_ONLY = "onboarding_read_only"
+
+
+def begin_read(session: Session) -> None:
+    """Begins the session's transaction as one that only reads (it must write nothing before it ends).
+
+    On SQLite it then takes no write lock, so it neither waits for nor holds up writers; on
+    PostgreSQL it changes nothing."""
+    session.connection(execution_options={_READ_ONLY: True})
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from onboarding.crypto import new_token, token_hash
@@ -18,6 +18,14 @@ from onboarding.settings import Settings
 
 FULL, SECOND_FACTOR, UNVERIFIED = "full", "second_factor", "unverified"
 _SESSIONS = cast(Table, WebSession.__table__)
+# The statements a login runs, built once: constructing a statement costs more than running a cached
+# one, and at login these are most of the database work.
+_INSERT_SESSION = insert(_SESSIONS)
+_END_BY_TOKEN = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.token_hash == bindparam("hash"), _SESSIONS.c.ended_at.is_(None))
+    .values(ended_at=bindparam("now"), ended_reason=bindparam("reason"))
+)
 
 # A session waiting for its second factor or for email verification is short-lived.
 _PARTIAL_MINUTES = 15
@@ -52,19 +60,18 @@ def start(
     lifetime = (
         timedelta(hours=settings.session_max_hours) if stage == FULL else timedelta(minutes=_PARTIAL_MINUTES)
     )
-    # Core statements for the rows a login writes (this one, ``end_token``): at login they are most of
-    # the database work, and nothing reads the new row back before the next request.
     session.execute(
-        insert(_SESSIONS).values(
-            token_hash=token_hash(token),
-            account_id=account.id,
-            stage=stage,
-            created_at=now,
-            last_seen_at=now,
-            expires_at=now + lifetime,
-            ip=ip,
-            user_agent=(user_agent or "")[:300] or None,
-        )
+        _INSERT_SESSION,
+        {
+            "token_hash": token_hash(token),
+            "account_id": account.id,
+            "stage": stage,
+            "created_at": now,
+            "last_seen_at": now,
+            "expires_at": now + lifetime,
+            "ip": ip,
+            "user_agent": (user_agent or "")[:300] or None,
+        },
     )
     return token
 
@@ -73,11 +80,7 @@ def end_token(session: Session, token: str | None, *, now: datetime, reason: str
     """End the live session of a cookie token, if any (rotation at login)."""
     if not token or len(token) > 100:
         return
-    session.execute(
-        update(_SESSIONS)
-        .where(_SESSIONS.c.token_hash == token_hash(token), _SESSIONS.c.ended_at.is_(None))
-        .values(ended_at=now, ended_reason=reason)
-    )
+    session.execute(_END_BY_TOKEN, {"hash": token_hash(token), "now": now, "reason": reason})
 
 
 def lookup(
