@@ -91,8 +91,9 @@ def begin_read(session: Session) -> None:
     """Begins the session's transaction as one that only reads (it must write nothing before it ends).
 
     On SQLite it then takes no write lock, so it neither waits for nor holds up writers; on
-    PostgreSQL it changes nothing."""
-    session.connection(execution_options={_READ_ONLY: True})
+    PostgreSQL it changes nothing. A session already in a transaction stays in that one."""
+    if not session.in_transaction():
+        session.connection(execution_options={_READ_ONLY: True})
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
