@@ -40,13 +40,17 @@ parameters are unchanged), so the server CPU per login splits into Argon2id and 
 of a ``GET /healthz`` (200 of them after the logins) shows what any request costs.
 
 *Baseline.* ``password_hasher().verify(hash, password)`` with the same hasher (19 MiB, t=2, p=1) on
-the same accounts' hashes, in one thread of the bench process, ``--verifications`` times; the rate
-is verifications per CPU second of that thread (``time.thread_time``). It runs before and after the
-logins; the faster run counts, so the ratio is conservative. ``ratio = login rate per core / raw
-verification rate per core`` (target >= 0.8). For information, the same verifications also run in
-``min(concurrency, cores)`` threads at once (the rate per core when every core hashes, as on a busy
-server). The per-core rate is also compared with the sizing figure Keycloak publishes: 15
-password-based logins per second per vCPU.
+the same accounts' hashes in the bench process, ``--verifications`` times, per CPU second. It runs in
+as many threads at once as the server hashes at once: ``min(concurrency, ARGON2_CONCURRENCY)``, where
+``onboarding.accounts.ARGON2_CONCURRENCY`` is the server's bound on concurrent Argon2id computations
+(one per core). Hashing on every core at once is slower per core than on one (the cores share caches
+and memory bandwidth; 3-10 % on this machine), and the criterion's ratio should measure what the
+request and the database add, not that. The one-thread rate is measured and printed too, with the
+ratio against it. Each baseline runs before and after the logins; the faster run counts, so the ratios
+are conservative. ``ratio = login rate per core / raw verification rate per core at the server's
+hashing concurrency`` (target >= 0.8; with ``--concurrency 1`` that is the one-thread rate). The
+per-core rate is also compared with the sizing figure Keycloak publishes: 15 password-based logins per
+second per vCPU.
 
 ``--quick``: 100 timed logins, 30 verifications per baseline run. ``--profile FILE``: cProfile, timed
 with each thread's CPU clock, in every thread of the server process for its whole serving time
@@ -67,6 +71,7 @@ import os
 import pstats
 import resource
 import secrets
+import statistics
 import sys
 import tempfile
 import threading
@@ -84,7 +89,7 @@ import httpx
 from benchdb import BenchDb, free_port, fresh_database
 from sqlalchemy import Engine, text
 
-from onboarding.accounts import NewAccount, create_account, password_hasher
+from onboarding.accounts import ARGON2_CONCURRENCY, NewAccount, create_account, password_hasher
 from onboarding.db import transaction
 from onboarding.logconfig import configure_logging
 from onboarding.settings import Settings
@@ -248,6 +253,9 @@ class ProcStat:
     def __sub__(self, other: ProcStat) -> ProcStat:
         return ProcStat(self.user - other.user, self.system - other.system, self.faults - other.faults)
 
+    def __add__(self, other: ProcStat) -> ProcStat:
+        return ProcStat(self.user + other.user, self.system + other.system, self.faults + other.faults)
+
 
 def process_stat(pid: int) -> ProcStat:
     """From ``/proc/<pid>/stat``: fields 10 (minflt), 14 (utime) and 15 (stime)."""
@@ -317,6 +325,23 @@ class LoginRun:
     @property
     def ok(self) -> int:
         return self.statuses["ok"]
+
+    @property
+    def per_core(self) -> float:
+        return self.count / self.server.cpu
+
+    def __add__(self, other: LoginRun) -> LoginRun:
+        both_db = self.database_cpu is not None and other.database_cpu is not None
+        return LoginRun(
+            count=self.count + other.count,
+            wall=self.wall + other.wall,
+            server=self.server + other.server,
+            hashes=self.hashes + other.hashes,
+            hash_cpu=self.hash_cpu + other.hash_cpu,
+            client_cpu=self.client_cpu + other.client_cpu,
+            database_cpu=(self.database_cpu or 0.0) + (other.database_cpu or 0.0) if both_db else None,
+            statuses=self.statuses + other.statuses,
+        )
 
 
 def login_worker(
@@ -453,8 +478,9 @@ def raw_verifications(accounts: Sequence[BenchAccount], count: int) -> Verificat
 
 def parallel_verifications(accounts: Sequence[BenchAccount], count: int, threads: int) -> Verifications:
     """The same verifications in ``threads`` threads at once (Argon2id releases the GIL), per CPU
-    second of this process: the hashing rate per core when every core hashes, as a busy server does.
-    For information only; the criterion's ratio uses the one-thread rate."""
+    second of this process: the hashing rate per core when that many cores hash, as the server does."""
+    if threads == 1:
+        return raw_verifications(accounts, count)
     results: list[Verifications] = []
     share = max(1, count // threads)
 
@@ -469,6 +495,20 @@ def parallel_verifications(accounts: Sequence[BenchAccount], count: int, threads
         thread.join()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     return Verifications(share * threads, cpu, wall, sum(r.faults for r in results))
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Raw verification rates at one moment: in one thread, and at the server's hashing concurrency."""
+
+    single: Verifications
+    matched: Verifications
+
+
+def measure_baseline(accounts: Sequence[BenchAccount], count: int, threads: int) -> Baseline:
+    single = raw_verifications(accounts, count)
+    matched = single if threads == 1 else parallel_verifications(accounts, count, threads)
+    return Baseline(single, matched)
 
 
 def request_floor(server: Server, count: int = 200) -> float:
@@ -493,30 +533,60 @@ def print_profile(path: Path) -> None:
     stats.sort_stats("cumulative").print_stats(40)
 
 
+@dataclass(frozen=True)
+class Round:
+    run: LoginRun
+    raw: float  # verifications per CPU second at the server's hashing concurrency (the faster neighbour)
+    raw_single: float  # the same in one thread
+
+    @property
+    def ratio(self) -> float:
+        return self.run.per_core / self.raw
+
+
+def pair_rounds(runs: Sequence[LoginRun], baselines: Sequence[Baseline]) -> list[Round]:
+    """Each round's logins against the baselines measured just before and just after it; the faster
+    of the two counts (conservative)."""
+    return [
+        Round(
+            run,
+            max(baselines[i].matched.rate, baselines[i + 1].matched.rate),
+            max(baselines[i].single.rate, baselines[i + 1].single.rate),
+        )
+        for i, run in enumerate(runs)
+    ]
+
+
 def report(
     args: argparse.Namespace,
     kind: str,
-    run: LoginRun,
-    raw: list[Verifications],
-    parallel: Verifications,
+    runs: Sequence[LoginRun],
+    baselines: Sequence[Baseline],
     floor: float,
 ) -> bool:
-    best = max(raw, key=lambda v: v.rate)
-    runs = ", ".join(f"{v.rate:.1f}/s" for v in raw)
-    print(
-        f"  raw Argon2id runs (bench process, one thread, {best.count} each): {runs}; the faster counts "
-        f"({best.faults / best.count:.0f} page faults per verification)"
-    )
+    threads = hashing_threads(args)
+    run = sum(runs[1:], runs[0])
     failures = {k: v for k, v in run.statuses.items() if k != "ok"}
     if failures or run.ok != run.count:
         print(f"ERROR logins: {run.ok} of {run.count} succeeded; other answers: {failures}", file=sys.stderr)
         return False
-    wall_rate = run.count / run.wall
+    rounds = pair_rounds(runs, baselines)
+    for number, round_ in enumerate(rounds, 1):
+        print(
+            f"  round {number}: {round_.run.count} logins, {round_.run.per_core:.1f}/s per core; raw "
+            f"Argon2id {round_.raw:.1f}/s per core ({threads} at once), {round_.raw_single:.1f}/s (one "
+            f"thread); ratio {round_.ratio:.2f} "
+            f"(against one thread: {round_.run.per_core / round_.raw_single:.2f})"
+        )
+    best_raw = max(b.matched.rate for b in baselines)
+    faults = max(baselines, key=lambda b: b.matched.rate).matched
+    print(
+        f"  raw Argon2id ({threads} at once): {', '.join(f'{b.matched.rate:.1f}' for b in baselines)}/s per "
+        f"core before, between and after the rounds ({faults.faults / faults.count:.0f} page faults per "
+        f"verification); one thread: {', '.join(f'{b.single.rate:.1f}' for b in baselines)}/s"
+    )
     server = run.server
-    per_core = run.count / server.cpu
-    raw_rate = best.rate
-    ratio = per_core / raw_rate
-    login_ms, hash_ms = 1000 * server.cpu / run.count, 1000 / raw_rate
+    login_ms = 1000 * server.cpu / run.count
     inside_ms = 1000 * run.hash_cpu / run.hashes if run.hashes else float("nan")
     rest_ms = login_ms - 1000 * run.hash_cpu / run.count
     print(
@@ -526,7 +596,8 @@ def report(
     )
     print(
         f"    Argon2id {inside_ms:.1f} ms ({run.hashes} verifications timed inside the server; raw: "
-        f"{hash_ms:.1f} ms); the rest {rest_ms:.1f} ms (any request, GET /healthz: {1000 * floor:.1f} ms)"
+        f"{1000 / best_raw:.1f} ms); the rest {rest_ms:.1f} ms (any request, GET /healthz: "
+        f"{1000 * floor:.1f} ms)"
     )
     if run.database_cpu is not None:
         db_ms = 1000 * run.database_cpu / run.count
@@ -536,27 +607,44 @@ def report(
         )
     print(
         f"logins ({kind}, concurrency {args.concurrency}): {run.count} in {run.wall:.2f} s = "
-        f"{wall_rate:.1f}/s wall, {per_core:.1f}/s per core (server CPU {server.cpu / run.wall:.0%})"
+        f"{run.count / run.wall:.1f}/s wall, {run.per_core:.1f}/s per core (server CPU "
+        f"{server.cpu / run.wall:.0%})"
     )
-    print(f"raw Argon2id: {raw_rate:.1f}/s per core")
-    print(f"ratio {ratio:.2f} (target >= {TARGET}: {'met' if ratio >= TARGET else 'NOT met'})")
+    print(f"raw Argon2id ({threads} at once, as the server hashes): {best_raw:.1f}/s per core at best")
+    ratio = statistics.median(r.ratio for r in rounds)
     print(
-        f"  (information: raw Argon2id in {parallel_threads(args)} threads at once: "
-        f"{parallel.rate:.1f}/s per core, {parallel.cpu / parallel.wall:.0%} CPU; "
-        f"the login rate is {per_core / parallel.rate:.2f} of that)"
+        f"ratio {ratio:.2f}, the median of {len(rounds)} rounds "
+        f"(target >= {TARGET}: {'met' if ratio >= TARGET else 'NOT met'})"
+    )
+    print(
+        f"  (all rounds together against the fastest baseline of the run: {run.per_core / best_raw:.2f}; "
+        f"median against one hash at a time: "
+        f"{statistics.median(r.run.per_core / r.raw_single for r in rounds):.2f})"
     )
     print(
         f"Keycloak's published sizing: {KEYCLOAK_LOGINS_PER_VCPU} password logins/s per vCPU; "
-        f"this service: {per_core:.1f}/s per core "
-        f"({per_core:.1f}/{KEYCLOAK_LOGINS_PER_VCPU} = {per_core / KEYCLOAK_LOGINS_PER_VCPU:.1f}×)"
+        f"this service: {run.per_core:.1f}/s per core "
+        f"({run.per_core:.1f}/{KEYCLOAK_LOGINS_PER_VCPU} = {run.per_core / KEYCLOAK_LOGINS_PER_VCPU:.1f}×)"
     )
     if args.profile:
         print("  (profiled run: cProfile slows the Python side, so these figures understate the service)")
     return True
 
 
-def parallel_threads(args: argparse.Namespace) -> int:
-    return max(1, min(int(args.concurrency), os.cpu_count() or 1))
+def split(items: range, parts: int) -> list[range]:
+    """``items`` in ``parts`` consecutive pieces of (nearly) equal size."""
+    size, extra = divmod(len(items), parts)
+    pieces, start = [], items.start
+    for part in range(parts):
+        end = start + size + (1 if part < extra else 0)
+        pieces.append(range(start, end))
+        start = end
+    return pieces
+
+
+def hashing_threads(args: argparse.Namespace) -> int:
+    """How many Argon2id computations the server runs at once at this concurrency."""
+    return max(1, min(int(args.concurrency), ARGON2_CONCURRENCY))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -564,21 +652,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accounts", type=int, default=50, help="IDs to log in with, in turn (default 50)")
     parser.add_argument("--logins", type=int, default=None, help="timed logins (default 400; --quick 100)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed logins first (default 40)")
-    parser.add_argument("--verifications", type=int, default=None, help="per baseline run (default 100)")
+    parser.add_argument(
+        "--verifications", type=int, default=None, help="per baseline run (default 60; --quick 20)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="login rounds, each between two baselines (default 4; --quick 2)",
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="client connections (default 4)")
     parser.add_argument(
         "--database-url",
         default=None,
         help="PostgreSQL server URL; a fresh database is created there and dropped (default: SQLite)",
     )
-    parser.add_argument("--quick", action="store_true", help="100 logins, 30 verifications per baseline")
+    parser.add_argument(
+        "--quick", action="store_true", help="100 logins in 2 rounds, 20 verifications per baseline"
+    )
     parser.add_argument("--profile", type=Path, default=None, help="cProfile the server process to FILE")
     args = parser.parse_args(argv)
     args.logins = args.logins if args.logins is not None else (100 if args.quick else 400)
     args.warmup = args.warmup if args.warmup is not None else (20 if args.quick else 40)
-    args.verifications = args.verifications or (30 if args.quick else 100)
-    if min(args.accounts, args.logins, args.concurrency, args.verifications) < 1 or args.warmup < 0:
-        parser.error("--accounts, --logins, --concurrency and --verifications must be at least 1")
+    args.verifications = args.verifications or (20 if args.quick else 60)
+    args.rounds = args.rounds or (2 if args.quick else 4)
+    if (
+        min(args.accounts, args.logins, args.concurrency, args.verifications, args.rounds) < 1
+        or args.warmup < 0
+    ):
+        parser.error("--accounts, --logins, --concurrency, --verifications and --rounds must be at least 1")
+    if args.rounds > args.logins:
+        parser.error("--rounds must not exceed --logins")
     return args
 
 
@@ -596,7 +700,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{time.perf_counter() - started:.1f} s; one uvicorn worker; {args.logins} timed logins "
             f"after {args.warmup}, concurrency {args.concurrency}"
         )
-        raw = [raw_verifications(accounts, args.verifications)]
+        threads = hashing_threads(args)
+        per_round = [len(part) for part in split(range(args.logins), args.rounds)]
+        baselines = [measure_baseline(accounts, args.verifications, threads)]
+        runs: list[LoginRun] = []
         server = Server(db.url, args.profile)
         try:
             if args.warmup:
@@ -605,13 +712,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"ERROR warm-up logins: {dict(warm.statuses)}", file=sys.stderr)
                     return 1
             backends = PostgresBackends(db.engine) if db.kind == "postgresql" else None
-            run = run_logins(server, accounts, args.logins, args.concurrency, backends)
+            for count in per_round:
+                runs.append(run_logins(server, accounts, count, args.concurrency, backends))
+                baselines.append(measure_baseline(accounts, args.verifications, threads))
             floor = request_floor(server)
         finally:
             server.close()
-        raw.append(raw_verifications(accounts, args.verifications))
-        parallel = parallel_verifications(accounts, args.verifications, parallel_threads(args))
-        ok = report(args, db.kind, run, raw, parallel, floor)
+        ok = report(args, db.kind, runs, baselines, floor)
     if args.profile and args.profile.exists():
         print_profile(args.profile)
     return 0 if ok else 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from functools import lru_cache
@@ -33,26 +35,38 @@ def password_hasher() -> PasswordHasher:
     )
 
 
+# At most one Argon2id computation per core at a time. Each holds 19 MiB and a core for some 25 ms:
+# more at once only share the cores and their caches (each gets slower, none finishes sooner) and
+# multiply the memory a flood of logins can make the server allocate.
+ARGON2_CONCURRENCY = (
+    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+)
+_HASHING_SLOTS = threading.BoundedSemaphore(ARGON2_CONCURRENCY)
+
+
 @lru_cache(maxsize=1)
 def _dummy_hash() -> str:
-    return password_hasher().hash("not a password: equalises timing for unknown emails")
+    return hash_password("not a password: equalises timing for unknown emails")
 
 
 def hash_password(password: str) -> str:
-    return password_hasher().hash(password)
+    with _HASHING_SLOTS:
+        return password_hasher().hash(password)
 
 
 def verify_password(account: Account | None, password: str) -> bool:
     """Check a password; an unknown account costs the same hashing work as a known one."""
     hasher = password_hasher()
+    stored = account.password_hash if account else _dummy_hash()
     try:
-        ok = hasher.verify(account.password_hash if account else _dummy_hash(), password)
+        with _HASHING_SLOTS:
+            ok = hasher.verify(stored, password)
     except (VerificationError, InvalidHashError):
         return False
     if account is None:
         return False
     if ok and hasher.check_needs_rehash(account.password_hash):
-        account.password_hash = hasher.hash(password)
+        account.password_hash = hash_password(password)
     return ok
 
 

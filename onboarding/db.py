@@ -88,12 +88,20 @@ _READ_ONLY = "onboarding_read_only"
 
 
 def begin_read(session: Session) -> None:
-    """Begins the session's transaction as one that only reads (it must write nothing before it ends).
+    """Begins the session's transaction as a read of a statement or two, which must write nothing.
 
-    On SQLite it then takes no write lock, so it neither waits for nor holds up writers; on
-    PostgreSQL it changes nothing. A session already in a transaction stays in that one."""
-    if not session.in_transaction():
+    On SQLite it is a plain (deferred) ``BEGIN``, which takes no write lock, so it neither waits for
+    nor holds up writers. On PostgreSQL it runs in the driver's autocommit, each statement on its own:
+    no ``BEGIN`` and ``COMMIT`` to send, two round trips fewer. A session already in a transaction
+    stays in that one."""
+    if session.in_transaction():
+        return
+    if session.get_bind().dialect.name == "sqlite":
+        # Not the driver's autocommit here: resetting it afterwards hands transaction control back to
+        # the sqlite3 module, which the "begin" hook has taken over.
         session.connection(execution_options={_READ_ONLY: True})
+    else:
+        session.connection(execution_options={_READ_ONLY: True, "isolation_level": "AUTOCOMMIT"})
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -6,16 +6,25 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
+import limits.storage.memory as limits_memory
 import pytest
 import redis
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from onboarding import accounts, login
+from onboarding.accounts import ARGON2_CONCURRENCY, find_account, hash_password, verify_password
 from onboarding.app import create_app
 from onboarding.clock import utcnow
-from onboarding.models import AuditEvent, WebSession
+from onboarding.db import begin_read
+from onboarding.models import Account, AuditEvent, WebSession
+from onboarding.ratelimit import RateLimits, SweptMemoryStorage
 from onboarding.settings import Settings
 from tests.account_support import PASSWORD, account, log_in, make_account
 from tests.conftest import Database
@@ -174,3 +183,104 @@ def test_rate_limits_hold_across_two_instances_sharing_redis(db: Database, redis
     alone = redis_settings.model_copy(update={"redis_url": None})
     with TestClient(create_app(alone, session_factory=db.factory)) as third:
         assert log_in(third).status_code == 303
+
+
+# --- what keeps a login cheap and safe under load ------------------------------------------------------
+
+
+def test_no_database_connection_is_held_while_argon2id_runs(
+    db: Database, settings: Settings, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read, hash, write: the lookup's transaction has ended before the hash (on SQLite it would hold
+    the single write lock, on PostgreSQL a pooled connection, for some 25 ms of CPU)."""
+    make_account(db.factory, settings, utcnow())
+    held_during_hash: list[int] = []
+    real_verify = accounts.verify_password
+
+    def verify_and_look(account: Account | None, password: str) -> bool:
+        held_during_hash.append(db.engine.pool.checkedout())  # type: ignore[attr-defined]
+        return real_verify(account, password)
+
+    monkeypatch.setattr("onboarding.login.verify_password", verify_and_look)
+    assert log_in(client).status_code == 303
+    assert log_in(client, password="not-the-password-9").status_code == 401
+    assert log_in(client, email="ghost@example.com").status_code == 401
+    assert held_during_hash == [0, 0, 0]
+
+
+def test_failures_read_before_the_hash_all_count(db: Database, settings: Settings) -> None:
+    """Two attempts that both read the account before either recorded its failure (as concurrent
+    logins do while they hash) count as two, not one."""
+    make_account(db.factory, settings, utcnow())
+    now = utcnow()
+    first, second = db.factory(), db.factory()
+    try:
+        attempts = []
+        for session in (first, second):
+            begin_read(session)
+            account = find_account(session, "astrid@example.com")
+            session.commit()
+            assert account is not None and account.failed_logins == 0
+            attempts.append(account)
+        for session, account in zip((first, second), attempts, strict=True):
+            login.record_failure(session, settings, account, now=now, ip="192.0.2.1", factor="password")
+            session.commit()
+    finally:
+        first.close()
+        second.close()
+    with db.factory() as session:
+        stored = find_account(session, "astrid@example.com")
+        assert stored is not None and stored.failed_logins == 2
+
+
+def test_at_most_one_argon2id_computation_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More concurrent hashes than cores only slow each other down and multiply memory (19 MiB each)."""
+    slots = ARGON2_CONCURRENCY
+    hash_password("warms the dummy hash up")
+    running, peak, lock = 0, 0, threading.Lock()
+    real_verify = PasswordHasher.verify
+
+    def verify_and_count(self: PasswordHasher, hashed: str, password: str) -> bool:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            time.sleep(0.05)  # long enough for every thread to be waiting at once
+            return real_verify(self, hashed, password)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(PasswordHasher, "verify", verify_and_count)
+    threads = [threading.Thread(target=verify_password, args=(None, "x")) for _ in range(slots + 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak == slots
+
+
+def test_memory_rate_limits_start_no_thread_per_hit_and_still_free_expired_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    storage = SweptMemoryStorage()
+    limits = RateLimits(storage)
+    monkeypatch.setattr(SweptMemoryStorage, "SWEEP_SECONDS", 0.2)
+    timers: list[object] = []
+    real_timer = threading.Timer
+
+    def counted_timer(*args: Any, **kwargs: Any) -> threading.Timer:
+        timer = real_timer(*args, **kwargs)
+        timers.append(timer)
+        return timer
+
+    monkeypatch.setattr(limits_memory.threading, "Timer", counted_timer)  # type: ignore[attr-defined]
+    for n in range(5):
+        assert limits.hit("2/second", "test", "first")
+        assert limits.hit("2/second", "test", "first") is True
+        assert limits.hit("2/second", "test", "first") is False  # the window is full
+        time.sleep(1.05)  # the window and the sweep interval pass
+        assert limits.hit("2/second", "test", f"other {n}")  # sweeps: the full window is gone
+        assert all(not key.endswith(limits._key("test", "first")[1]) for key in storage.events)
+    assert timers == []  # the library would have started a timer thread after nearly every hit
