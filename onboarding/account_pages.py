@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from onboarding import account_settings, audit, pin, sessions, sms_codes, two_factor
-from onboarding.auth_pages import by_field, code_problem, message_page, parse_date, sms_send_message
+from onboarding.auth_pages import by_field, code_problem, message_page, parse_date, send_sms_code
 from onboarding.clock import utcnow
 from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_, gettext_
@@ -439,24 +439,17 @@ def phone_change(
     number = clean_phone(phone, me.account.country, "phone", errors)
     if errors:
         return _security(request, session, me, status=422, errors=by_field(errors), phone_value=phone)
-    outcome = sms_codes.send_code(
-        session,
-        settings_of(request),
-        me.account,
-        purpose=sms_codes.PHONE,
-        phone=number,
-        now=utcnow(),
-        ip=client_ip(request),
+    message, status = send_sms_code(
+        request, session, background, me.account, purpose=sms_codes.PHONE, phone=number
     )
-    commit(request, session, background)
     return _security(
         request,
         session,
         me,
-        status=200 if outcome is sms_codes.SendOutcome.SENT else 429,
+        status=status,
         pending_phone=number,
         pending_masked=sms_codes.mask_phone(number),
-        message=sms_send_message(outcome),
+        message=message,
     )
 
 

@@ -16,7 +16,7 @@ from onboarding.clock import utcnow
 from onboarding.db import begin_read
 from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_, gettext_
-from onboarding.models import Account
+from onboarding.models import Account, AccountToken
 from onboarding.web import (
     SESSION_COOKIE,
     clear_session_cookie,
@@ -314,29 +314,42 @@ def second_factor_sms(
     current = _pending_second_factor(request, session)
     if current is None or not current.account.phone or current.account.phone_verified_at is None:
         return RedirectResponse("/login", status_code=303)
-    outcome = sms_codes.send_code(
-        session,
-        settings_of(request),
-        current.account,
-        purpose=sms_codes.LOGIN,
-        phone=current.account.phone,
-        now=utcnow(),
-        ip=client_ip(request),
+    message, status = send_sms_code(
+        request, session, background, current.account, purpose=sms_codes.LOGIN, phone=current.account.phone
     )
-    commit(request, session, background)
     return _second_factor_page(
         request,
         session,
         current,
         method=two_factor.SMS,
         next_url=safe_next(next),
-        status=200 if outcome is sms_codes.SendOutcome.SENT else 429,
-        message=sms_send_message(outcome),
+        status=status,
+        message=message,
     )
 
 
-def sms_send_message(outcome: sms_codes.SendOutcome) -> str:
-    return {
+def send_sms_code(
+    request: Request,
+    session: Session,
+    background: BackgroundTasks,
+    account: Account,
+    *,
+    purpose: str,
+    phone: str,
+) -> tuple[str, int]:
+    """A page's "send me a code": sends it (or not, within the limits), commits, and returns the
+    message and HTTP status to show."""
+    outcome = sms_codes.send_code(
+        session,
+        settings_of(request),
+        account,
+        purpose=purpose,
+        phone=phone,
+        now=utcnow(),
+        ip=client_ip(request),
+    )
+    commit(request, session, background)
+    message = {
         sms_codes.SendOutcome.SENT: gettext_("We sent a new code. It is valid for 10 minutes."),
         sms_codes.SendOutcome.COOLDOWN: gettext_("Wait a minute before asking for another code."),
         sms_codes.SendOutcome.LIMIT: gettext_("You asked for 5 codes in the last hour. Try again later."),
@@ -344,6 +357,7 @@ def sms_send_message(outcome: sms_codes.SendOutcome) -> str:
             "Too many wrong codes. Try again in an hour, or contact support."
         ),
     }[outcome]
+    return message, 200 if outcome is sms_codes.SendOutcome.SENT else 429
 
 
 # --- self-registration -----------------------------------------------------------------------------------
@@ -594,15 +608,14 @@ def reset_link(token: str, request: Request, session: Db) -> Response:
 def _reset_page(
     request: Request,
     session: Session,
+    row: AccountToken,
+    account: Account,
     *,
     errors: list[FieldError] | None = None,
     message: str | None = None,
     status: int = 200,
 ) -> Response:
-    found = password_reset.open_link(session, request.cookies.get(RESET_COOKIE), now=utcnow())
-    if found is None:
-        return _reset_link_problem(request)
-    row, account = found
+    """The reset page for an open link (``_open_reset``)."""
     sms = None
     if account.phone_verified_at is not None and account.phone:
         sms = sms_codes.state(
@@ -622,13 +635,16 @@ def _reset_page(
     )
 
 
+def _open_reset(request: Request, session: Session) -> tuple[AccountToken, Account] | None:
+    return password_reset.open_link(session, request.cookies.get(RESET_COOKIE), now=utcnow())
+
+
 @router.get("/password/reset")
 def reset_page(request: Request, session: Db) -> Response:
-    return _reset_page(request, session)
-
-
-def _open_reset(request: Request, session: Session) -> tuple[Any, Account] | None:
-    return password_reset.open_link(session, request.cookies.get(RESET_COOKIE), now=utcnow())
+    found = _open_reset(request, session)
+    if found is None:
+        return _reset_link_problem(request)
+    return _reset_page(request, session, *found)
 
 
 @router.post("/password/reset/birth-date", dependencies=[Csrf])
@@ -656,6 +672,8 @@ def reset_birth_date(
     return _reset_page(
         request,
         session,
+        row,
+        account,
         errors=[FieldError("birth_date", N_("That does not match our records."))],
         status=422,
     )
@@ -669,22 +687,10 @@ def reset_send_sms(request: Request, session: Db, background: BackgroundTasks) -
     _row, account = found
     if account.phone_verified_at is None or not account.phone:
         return RedirectResponse("/password/reset", status_code=303)
-    outcome = sms_codes.send_code(
-        session,
-        settings_of(request),
-        account,
-        purpose=sms_codes.RESET,
-        phone=account.phone,
-        now=utcnow(),
-        ip=client_ip(request),
+    message, status = send_sms_code(
+        request, session, background, account, purpose=sms_codes.RESET, phone=account.phone
     )
-    commit(request, session, background)
-    return _reset_page(
-        request,
-        session,
-        message=sms_send_message(outcome),
-        status=200 if outcome is sms_codes.SendOutcome.SENT else 429,
-    )
+    return _reset_page(request, session, *found, message=message, status=status)
 
 
 @router.post("/password/reset/sms-code", dependencies=[Csrf])
@@ -712,7 +718,9 @@ def reset_check_sms(
         session.commit()
         return RedirectResponse("/password/reset", status_code=303)
     session.commit()
-    return _reset_page(request, session, errors=[FieldError("code", code_problem(outcome))], status=422)
+    return _reset_page(
+        request, session, row, account, errors=[FieldError("code", code_problem(outcome))], status=422
+    )
 
 
 def code_problem(outcome: sms_codes.CheckOutcome) -> str:
@@ -750,7 +758,7 @@ def reset_new_password(
         )
     except ValidationFailed as exc:
         session.rollback()
-        return _reset_page(request, session, errors=exc.errors, status=422)
+        return _reset_page(request, session, row, account, errors=exc.errors, status=422)
     commit(request, session, background)
     response = message_page(
         request,

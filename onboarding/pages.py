@@ -16,7 +16,7 @@ from onboarding.auth_pages import (
     code_problem,
     parse_date,
     password_login,
-    sms_send_message,
+    send_sms_code,
     start_session,
 )
 from onboarding.clock import utcnow
@@ -347,24 +347,10 @@ def phone_send(request: Request, session: Db, background: BackgroundTasks) -> Re
         return guarded
     view, account = guarded
     assert account.phone is not None
-    outcome = sms_codes.send_code(
-        session,
-        settings_of(request),
-        account,
-        purpose=sms_codes.PHONE,
-        phone=account.phone,
-        now=utcnow(),
-        ip=client_ip(request),
+    message, status = send_sms_code(
+        request, session, background, account, purpose=sms_codes.PHONE, phone=account.phone
     )
-    commit(request, session, background)
-    return _phone_page(
-        request,
-        session,
-        view,
-        account,
-        message=sms_send_message(outcome),
-        status=200 if outcome is sms_codes.SendOutcome.SENT else 429,
-    )
+    return _phone_page(request, session, view, account, message=message, status=status)
 
 
 @router.post("/activate/phone", dependencies=[Csrf])
