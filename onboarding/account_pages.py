@@ -244,6 +244,7 @@ def password_submit(
         session.rollback()
         return _page(request, "account_password.html", me, {"errors": by_field(exc.errors)}, status=422)
     # A new session id for this browser too: privilege changed.
+    sessions.end(me.session, now=now, reason="rotated")
     token = sessions.start(
         session,
         settings,
@@ -252,7 +253,6 @@ def password_submit(
         now=now,
         ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
-        replaces=me.session,
     )
     commit(request, session, background)
     response = _done("/account", "password")
@@ -364,7 +364,7 @@ def regenerate_backup_codes(
 
 @router.post("/security/sms-factor", dependencies=[Csrf])
 def sms_factor(request: Request, session: Db, me: Me) -> Response:
-    if me.account.phone_verified_at is None:
+    if not me.account.has_verified_phone:
         return RedirectResponse("/account/security", status_code=303)
     codes = two_factor.enable_sms(
         session, settings_of(request), me.account, now=utcnow(), ip=client_ip(request)

@@ -163,12 +163,10 @@ def mask_email(address: str) -> str:
 
 
 def confirm_email_change(session: Session, token: str | None, *, now: datetime) -> Account | None:
-    row = account_tokens.find(session, account_tokens.EMAIL_CHANGE, token)
-    if row is None or not account_tokens.usable(row, now) or row.account_id is None:
-        return None
-    account = session.get(Account, row.account_id)
-    if account is None or find_account(session, row.email) is not None:
-        return None
+    found = account_tokens.open_link(session, account_tokens.EMAIL_CHANGE, token, now=now)
+    if found is None or find_account(session, found[0].email) is not None:
+        return None  # (also) the new address got an ID of its own meanwhile
+    row, account = found
     old = account.email
     account.email = row.email
     account.email_verified_at = now
@@ -230,7 +228,7 @@ def set_preferences(
 ) -> list[str]:
     """Grant or withdraw each marketing consent as a record; returns the kinds that changed."""
     changed = []
-    for kind, on in ((MARKETING_EMAIL, wanted.marketing_email), (MARKETING_SMS, wanted.marketing_sms)):
+    for kind, on in zip(PREFERENCE_KINDS, (wanted.marketing_email, wanted.marketing_sms), strict=True):
         live = _live_consent(session, account.id, kind)
         if on and live is None:
             session.add(

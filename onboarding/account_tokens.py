@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from onboarding.crypto import new_token, token_hash
-from onboarding.models import AccountToken
+from onboarding.models import Account, AccountToken
 
 VERIFY_EMAIL, PASSWORD_RESET, EMAIL_CHANGE = "verify_email", "password_reset", "email_change"
 
@@ -65,6 +65,17 @@ def find(session: Session, purpose: str, token: str | None) -> AccountToken | No
             AccountToken.token_hash == token_hash(token), AccountToken.purpose == purpose
         )
     )
+
+
+def open_link(
+    session: Session, purpose: str, token: str | None, *, now: datetime
+) -> tuple[AccountToken, Account] | None:
+    """An emailed link's usable row and its ID, or None (unknown, used, replaced, expired, ID gone)."""
+    row = find(session, purpose, token)
+    if row is None or not usable(row, now):
+        return None
+    account = session.get(Account, row.account_id)
+    return None if account is None else (row, account)
 
 
 def usable(row: AccountToken | None, now: datetime) -> bool:

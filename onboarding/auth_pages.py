@@ -198,16 +198,6 @@ def logout(request: Request, session: Db) -> Response:
 # --- second factor at login ---------------------------------------------------------------------------
 
 
-def _methods(account: Account) -> list[str]:
-    methods = []
-    if account.totp_confirmed_at is not None:
-        methods.append(two_factor.TOTP)
-    if account.phone_verified_at is not None and account.phone:
-        methods.append(two_factor.SMS)
-    methods.append("backup")
-    return methods
-
-
 def _second_factor_page(
     request: Request,
     session: Session,
@@ -220,7 +210,7 @@ def _second_factor_page(
     message: str | None = None,
 ) -> Response:
     account = current.account
-    methods = _methods(account)
+    methods = two_factor.login_methods(account)
     if method not in methods:
         method = account.two_factor if account.two_factor in methods else methods[0]
     sms = None
@@ -312,7 +302,7 @@ def second_factor_sms(
     request: Request, session: Db, background: BackgroundTasks, next: Annotated[str, Form()] = ""
 ) -> Response:
     current = _pending_second_factor(request, session)
-    if current is None or not current.account.phone or current.account.phone_verified_at is None:
+    if current is None or not current.account.has_verified_phone or current.account.phone is None:
         return RedirectResponse("/login", status_code=303)
     message, status = send_sms_code(
         request, session, background, current.account, purpose=sms_codes.LOGIN, phone=current.account.phone
@@ -617,7 +607,8 @@ def _reset_page(
 ) -> Response:
     """The reset page for an open link (``_open_reset``)."""
     sms = None
-    if account.phone_verified_at is not None and account.phone:
+    if account.has_verified_phone:
+        assert account.phone is not None
         sms = sms_codes.state(
             session, settings_of(request), account.id, sms_codes.RESET, account.phone, now=utcnow()
         )
@@ -685,7 +676,7 @@ def reset_send_sms(request: Request, session: Db, background: BackgroundTasks) -
     if found is None:
         return _reset_link_problem(request)
     _row, account = found
-    if account.phone_verified_at is None or not account.phone:
+    if not account.has_verified_phone or account.phone is None:
         return RedirectResponse("/password/reset", status_code=303)
     message, status = send_sms_code(
         request, session, background, account, purpose=sms_codes.RESET, phone=account.phone
@@ -701,7 +692,7 @@ def reset_check_sms(
     if found is None:
         return _reset_link_problem(request)
     row, account = found
-    if account.phone_verified_at is None or not account.phone:
+    if not account.has_verified_phone or account.phone is None:
         return RedirectResponse("/password/reset", status_code=303)
     outcome = sms_codes.check_code(
         session,

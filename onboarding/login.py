@@ -39,8 +39,11 @@ def is_locked(account: Account, now: datetime) -> bool:
 
 
 def unlock(account: Account) -> None:
-    account.locked_until = None
-    account.failed_logins = 0
+    # Only written when set, so a routine login changes no account row.
+    if account.locked_until is not None:
+        account.locked_until = None
+    if account.failed_logins:
+        account.failed_logins = 0
 
 
 @dataclass(frozen=True)
@@ -96,11 +99,7 @@ def check_password(
     if not verify_password(account, password):
         locked = record_failure(session, settings, account, now=now, ip=ip, factor="password")
         return LoginResult(LoginOutcome.LOCKED if locked else LoginOutcome.FAILED, account)
-    # Only written when set, so a routine login changes no account row.
-    if account.failed_logins:
-        account.failed_logins = 0
-    if account.locked_until is not None:
-        account.locked_until = None
+    unlock(account)
     if account.email_verified_at is None:
         return LoginResult(LoginOutcome.UNVERIFIED, account)
     if account.two_factor:

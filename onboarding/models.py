@@ -42,6 +42,11 @@ class Account(Base):
     # The last accepted TOTP time step: a code is never accepted twice.
     totp_last_counter: Mapped[int | None] = mapped_column(Integer)
 
+    @property
+    def has_verified_phone(self) -> bool:
+        """A mobile number that SMS codes may go to (a factor, a reset check)."""
+        return self.phone_verified_at is not None and bool(self.phone)
+
 
 class WebSession(Base):
     """A signed-in browser. The cookie holds a random token; only its hash is stored.

@@ -81,13 +81,10 @@ def request_reset(session: Session, settings: Settings, *, email: str, now: date
 
 
 def open_link(session: Session, token: str | None, *, now: datetime) -> tuple[AccountToken, Account] | None:
-    row = account_tokens.find(session, account_tokens.PASSWORD_RESET, token)
-    if row is None or not account_tokens.usable(row, now) or row.account_id is None:
-        return None
-    account = session.get(Account, row.account_id)
-    if account is None or account.email != row.email:
-        return None  # the address changed since: the link belonged to the old one
-    return row, account
+    found = account_tokens.open_link(session, account_tokens.PASSWORD_RESET, token, now=now)
+    if found is None or found[1].email != found[0].email:
+        return None  # (also) the address changed since: the link belonged to the old one
+    return found
 
 
 def confirm_birth_date(

@@ -131,12 +131,10 @@ def _notify_existing(session: Session, settings: Settings, account: Account, *, 
 
 def verify(session: Session, token: str | None, *, now: datetime, ip: str | None) -> Account | None:
     """Mark the address verified; None if the link is unknown, used, replaced or expired."""
-    row = account_tokens.find(session, account_tokens.VERIFY_EMAIL, token)
-    if row is None or not account_tokens.usable(row, now) or row.account_id is None:
+    found = account_tokens.open_link(session, account_tokens.VERIFY_EMAIL, token, now=now)
+    if found is None or found[1].email != found[0].email:
         return None
-    account = session.get(Account, row.account_id)
-    if account is None or account.email != row.email:
-        return None
+    row, account = found
     row.used_at = now
     if account.email_verified_at is None:
         account.email_verified_at = now

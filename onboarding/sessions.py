@@ -50,12 +50,9 @@ def start(
     now: datetime,
     ip: str | None,
     user_agent: str | None,
-    replaces: WebSession | None = None,
 ) -> str:
-    """A new session for ``account``; ends ``replaces`` (rotation). Returns its token (for the cookie)."""
-    if replaces is not None and replaces.ended_at is None:
-        replaces.ended_at = now
-        replaces.ended_reason = "rotated"
+    """A new session for ``account``; returns its token (for the cookie). The caller ends the one it
+    replaces (``end`` or ``end_token``): rotation."""
     token = new_token()
     lifetime = (
         timedelta(hours=settings.session_max_hours) if stage == FULL else timedelta(minutes=_PARTIAL_MINUTES)
@@ -116,13 +113,7 @@ def end_all(
     statement = update(WebSession).where(WebSession.account_id == account_id, WebSession.ended_at.is_(None))
     if keep is not None:
         statement = statement.where(WebSession.id != keep.id)
-    result = session.execute(
-        statement.values(ended_at=now, ended_reason=reason), execution_options={"synchronize_session": False}
-    )
-    if keep is None:
-        for row in session.identity_map.values():
-            if isinstance(row, WebSession) and row.account_id == account_id and row.ended_at is None:
-                row.ended_at, row.ended_reason = now, reason
+    result = session.execute(statement.values(ended_at=now, ended_reason=reason))  # loaded rows follow
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 

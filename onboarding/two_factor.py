@@ -92,7 +92,7 @@ def enable_sms(
 ) -> list[str]:
     """SMS as the factor (it needs a verified mobile number); returns backup codes to show when the ID
     has none left, else an empty list."""
-    if account.phone_verified_at is None or not account.phone:
+    if not account.has_verified_phone:
         raise ValueError("SMS as a second factor needs a verified mobile number")
     account.two_factor = SMS
     audit.record(session, "two_factor_enabled", now=now, account_id=account.id, ip=ip, method=SMS)
@@ -171,13 +171,23 @@ def backup_codes_left(session: Session, account_id: int) -> int:
     )
 
 
+def login_methods(account: Account) -> list[str]:
+    """The second factors an ID can use at login, its authenticator first; backup codes always."""
+    methods = [TOTP] if account.totp_confirmed_at is not None else []
+    if account.has_verified_phone:
+        methods.append(SMS)
+    return [*methods, BACKUP]
+
+
 def check_login_factor(
     session: Session, settings: Settings, account: Account, *, method: str, code: str, now: datetime, ip: str
 ) -> bool:
     """The second factor at login: an authenticator code, an SMS code or a backup code."""
-    if method == TOTP and account.totp_confirmed_at is not None:
+    if method not in login_methods(account):
+        return False
+    if method == TOTP:
         return check_totp(settings, account, code, now=now)
-    if method == SMS and account.phone_verified_at is not None and account.phone:
+    if method == SMS and account.phone is not None:
         outcome = sms_codes.check_code(
             session,
             settings,
