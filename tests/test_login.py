@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import limits.storage.memory as limits_memory
@@ -49,7 +50,11 @@ def test_login_sets_a_fresh_http_only_session_and_logout_ends_it(
     with db.factory() as session:
         stored = session.scalars(select(WebSession)).one()
         assert client.cookies["onb_session"] not in stored.token_hash  # only a hash is stored
+    token = client.cookies["onb_session"]
     client.post("/logout", data=csrf(client))
+    assert client.get("/account", follow_redirects=False).status_code == 303
+    # Ended on the server, not only forgotten by the browser: the old cookie is worthless.
+    client.cookies.set("onb_session", token)
     assert client.get("/account", follow_redirects=False).status_code == 303
 
 
@@ -107,6 +112,11 @@ def test_ten_failures_lock_for_120_minutes_audited_and_reset_still_works(
     # Password reset is still open while locked.
     response = client.post("/password/forgot", data={**csrf(client), "email": "astrid@example.com"})
     assert response.status_code == 200
+    # Once the 120 minutes are over, the right password works again.
+    with db.factory() as session:
+        session.get_one(Account, account_id).locked_until = utcnow() - timedelta(seconds=1)
+        session.commit()
+    assert log_in(client).status_code == 303
 
 
 def test_unknown_addresses_lock_the_same_way(db: Database, settings: Settings, client: TestClient) -> None:
@@ -137,6 +147,16 @@ def test_cross_site_login_post_is_refused(db: Database, settings: Settings, clie
         headers={"Origin": "https://evil.example"},
     )
     assert cross_site.status_code == 403 and "onb_session" not in client.cookies
+    forged = client.post(
+        "/login",
+        data={
+            **csrf(client),
+            "csrf_token": "forged-" + "x" * 40,
+            "email": "astrid@example.com",
+            "password": PASSWORD,
+        },
+    )
+    assert forged.status_code == 403 and "onb_session" not in client.cookies  # must equal the cookie
 
 
 def test_per_ip_limit_holds(db: Database, settings: Settings) -> None:

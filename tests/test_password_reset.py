@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from onboarding import password_reset
 from onboarding.clock import utcnow
+from onboarding.crypto import token_hash
 from onboarding.models import AccountToken, AuditEvent
 from onboarding.settings import Settings
 from tests.account_support import (
@@ -49,6 +50,29 @@ def test_known_and_unknown_emails_get_byte_identical_answers(
     with db.factory() as session:
         rows = list(session.scalars(select(AccountToken).where(AccountToken.purpose == "password_reset")))
     assert sorted(r.account_id is None for r in rows) == [False, True]
+    # The emailed token is stored only as its hash.
+    token = link_to(db.factory, "astrid@example.com", "/password/reset/").rsplit("/", 1)[1]
+    assert all(token not in r.token_hash for r in rows)
+    assert [r.token_hash for r in rows].count(token_hash(token)) == 1
+    # The same audited work on both paths.
+    with db.factory() as session:
+        kinds = list(session.scalars(select(AuditEvent.kind)))
+    assert kinds.count("password_reset_requested") == 2
+
+
+def test_no_sms_code_goes_to_a_number_that_is_not_verified(
+    db: Database, settings: Settings, client: TestClient
+) -> None:
+    make_account(db.factory, settings, utcnow())  # a number, but not verified
+    _ask(client, "astrid@example.com")
+    client.get(link_to(db.factory, "astrid@example.com", "/password/reset/"))
+    assert "••• ••• 45 67" not in client.get("/password/reset").text
+    client.post("/password/reset/sms", data=csrf(client))
+    check = client.post(
+        "/password/reset/sms-code", data={**csrf(client), "code": "123456"}, follow_redirects=False
+    )
+    assert check.status_code == 303 and sms_codes_sent(db.factory, PHONE) == []
+    assert "Confirm who you are" in client.get("/password/reset").text  # still the identity check
 
 
 def test_reset_with_birth_date_ends_sessions_unlocks_and_does_not_log_in(
