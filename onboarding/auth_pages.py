@@ -18,6 +18,7 @@ from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_, gettext_
 from onboarding.models import Account, AccountToken
 from onboarding.web import (
+    PASSWORD_REQUESTS,
     SESSION_COOKIE,
     clear_session_cookie,
     client_ip,
@@ -173,12 +174,14 @@ async def login_submit(
     password: Annotated[str, Form(max_length=1024)] = "",
     next: Annotated[str, Form()] = "",
 ) -> Response:
-    # The busiest form: its database work and Argon2id run in one worker-thread call (in_one_thread).
+    # The busiest form: its database work and Argon2id run in one worker-thread call (in_one_thread),
+    # one login per core at a time (PASSWORD_REQUESTS).
     return await in_one_thread(
         request,
         lambda session: password_login(
             request, session, email=email, password=password, next_url=safe_next(next)
         ),
+        limiter=PASSWORD_REQUESTS,
     )
 
 

@@ -10,17 +10,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import anyio.to_thread
+from anyio import CapacityLimiter
 from fastapi import BackgroundTasks, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import ChoiceLoader, PackageLoader
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from notifications.outbox import ClaimedMessage
 from notifications.senders import send_claimed, take_claimed
 from onboarding import sessions
+from onboarding.accounts import ARGON2_CONCURRENCY
 from onboarding.api_keys import authenticate
 from onboarding.clock import utcnow
 from onboarding.errors import FieldError, Forbidden, NotFound, ValidationFailed
@@ -97,8 +99,18 @@ def db_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-async def in_one_thread(request: Request, work: Callable[[Session], Response]) -> Response:
-    """Runs a page's whole unit of work (session, statements, commit, close) in one worker thread.
+# Requests whose work is mostly Argon2id (the login form) run this many at a time: one per core, the
+# bound ``accounts`` puts on the hashes themselves. The rest wait here, on the event loop, rather than
+# in worker threads whose Python would then run beside both hashes: with more threads runnable than
+# cores every hash is preempted and each took 10-15 % more CPU (bench/README.md).
+PASSWORD_REQUESTS = CapacityLimiter(ARGON2_CONCURRENCY)
+
+
+async def in_one_thread(
+    request: Request, work: Callable[[Session], Response], *, limiter: CapacityLimiter | None = None
+) -> Response:
+    """Runs a page's whole unit of work (session, statements, commit, close) in one worker thread,
+    admitted by ``limiter`` (anyio's shared pool of worker threads when None).
 
     For an ``async def`` route on a hot path: a plain ``def`` route with ``Depends(db_session)`` moves
     between the event loop and the thread pool three times (opening the session, the route, closing
@@ -108,7 +120,7 @@ async def in_one_thread(request: Request, work: Callable[[Session], Response]) -
         with request_session(request) as session:
             return work(session)
 
-    return await run_in_threadpool(run)
+    return await anyio.to_thread.run_sync(run, limiter=limiter)
 
 
 # --- problems (RFC 9457) -------------------------------------------------------------------------

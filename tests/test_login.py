@@ -4,6 +4,7 @@ limits shared across instances through Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import limits.storage.memory as limits_memory
 import pytest
 import redis
@@ -19,7 +21,7 @@ from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from onboarding import accounts, login
+from onboarding import accounts, auth_pages, login
 from onboarding.accounts import ARGON2_CONCURRENCY, find_account, hash_password, verify_password
 from onboarding.app import create_app
 from onboarding.clock import utcnow
@@ -278,6 +280,45 @@ def test_at_most_one_argon2id_computation_per_core(monkeypatch: pytest.MonkeyPat
         thread.start()
     for thread in threads:
         thread.join()
+    assert peak == slots
+
+
+def test_login_requests_run_one_per_core_and_the_rest_wait_on_the_event_loop(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python work beside both hashes preempts them (bench/README.md), so whole logins are admitted one
+    per core; the others wait as coroutines, holding no worker thread, and are all answered."""
+    make_account(db.factory, settings, utcnow())
+    slots = ARGON2_CONCURRENCY
+    running, peak, lock = 0, 0, threading.Lock()
+    real_login = auth_pages.password_login
+
+    def login_and_count(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            time.sleep(0.05)  # long enough for every request to have arrived
+            return real_login(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(auth_pages, "password_login", login_and_count)
+    app = create_app(settings, session_factory=db.factory)
+
+    async def post_logins() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as browser:
+            await browser.get("/login")
+            form = {"csrf_token": browser.cookies["onb_csrf"], "email": "astrid@example.com"}
+            return await asyncio.gather(
+                *(browser.post("/login", data={**form, "password": PASSWORD}) for _ in range(slots + 3))
+            )
+
+    responses = asyncio.run(post_logins())
+    assert [r.status_code for r in responses] == [303] * (slots + 3)
     assert peak == slots
 
 
