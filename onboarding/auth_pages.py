@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from onboarding import audit, login, password_reset, registration, sessions, sms_codes, two_factor
 from onboarding.accounts import NewAccount
 from onboarding.clock import utcnow
-from onboarding.db import begin_read
+from onboarding.db import begin_read, begin_single_statement
 from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_, gettext_
 from onboarding.models import Account, AccountToken
@@ -139,20 +139,21 @@ def start_session(
 ) -> Response:
     """A new session (and cookie) for ``account``, ending the one the browser had: login rotates."""
     now = utcnow()
-    # Whatever session the browser had ends here (one UPDATE by its token), so a token seen before
-    # this login is worthless after it.
-    sessions.end_token(session, request.cookies.get(SESSION_COOKIE), now=now, reason="rotated")
-    token = sessions.start(
+    ip = client_ip(request)
+    begin_single_statement(session)  # when nothing else is pending: rotate is one statement there
+    token = sessions.rotate(
         session,
         settings_of(request),
         account,
+        old_token=request.cookies.get(SESSION_COOKIE),
         stage=stage,
         now=now,
-        ip=client_ip(request),
+        ip=ip,
         user_agent=request.headers.get("user-agent"),
+        event=audit.event_row("login", now=now, account_id=account.id, ip=ip, method=method)
+        if stage == sessions.FULL
+        else None,
     )
-    if stage == sessions.FULL:
-        audit.record(session, "login", now=now, account_id=account.id, ip=client_ip(request), method=method)
     session.commit()
     response = RedirectResponse(location, status_code=303)
     set_session_cookie(request, response, token)

@@ -131,6 +131,17 @@ def begin_read(session: Session) -> None:
         session.connection(execution_options={_READ_ONLY: True, "isolation_level": "AUTOCOMMIT"})
 
 
+def begin_single_statement(session: Session) -> None:
+    """Begins a unit of work that is one statement. On PostgreSQL it runs in autocommit: a statement
+    is atomic on its own, and ``BEGIN`` and ``COMMIT`` would be two round trips more. Only when the
+    session has no transaction yet and nothing to flush (a flush would commit apart from it);
+    otherwise, and on SQLite, the usual transaction."""
+    if session.in_transaction() or session.new or session.dirty or session.deleted:
+        return
+    if session.get_bind().dialect.name != "sqlite":
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 

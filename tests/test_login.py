@@ -19,12 +19,13 @@ import pytest
 import redis
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from onboarding import accounts, auth_pages, login
 from onboarding.accounts import ARGON2_CONCURRENCY, find_account, hash_password, verify_password
 from onboarding.app import create_app
 from onboarding.clock import utcnow
+from onboarding.crypto import token_hash
 from onboarding.db import begin_read
 from onboarding.models import Account, AuditEvent, WebSession
 from onboarding.ratelimit import RateLimits, SweptMemoryStorage
@@ -78,6 +79,39 @@ def test_a_rotated_out_session_is_dead(db: Database, settings: Settings, client:
     assert client.get("/account", follow_redirects=False).status_code == 303
     client.cookies.set("onb_session", second)
     assert client.get("/account").status_code == 200
+    with db.factory() as session:
+        rows = session.scalars(select(WebSession).order_by(WebSession.id)).all()
+        logins = session.scalars(select(AuditEvent).where(AuditEvent.kind == "login")).all()
+    # Only the old row's end was written (on PostgreSQL the rotation is one statement with the insert).
+    assert [(r.token_hash, r.ended_reason) for r in rows] == [
+        (token_hash(first), "rotated"),
+        (token_hash(second), None),
+    ]
+    assert rows[0].created_at < rows[1].created_at and rows[0].stage == rows[1].stage == "full"
+    assert [(e.account_id, e.details) for e in logins] == [(rows[0].account_id, {"method": "password"})] * 2
+
+
+def test_a_password_login_costs_two_statements_on_postgresql(
+    db: Database, settings: Settings, client: TestClient
+) -> None:
+    """The account lookup, then rotation, new session and audit event as one statement, each in
+    autocommit: no BEGIN or COMMIT round trips. SQLite runs them in a transaction (no round trips)."""
+    make_account(db.factory, settings, utcnow())
+    log_in(client)  # a session to rotate
+    statements: list[tuple[str, str | None]] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append((statement.split(None, 1)[0], conn.get_execution_options().get("isolation_level")))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        assert log_in(client).status_code == 303
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    if db.kind == "postgresql":
+        assert statements == [("SELECT", "AUTOCOMMIT"), ("WITH", "AUTOCOMMIT")]
+    else:
+        assert [kind for kind, _ in statements] == ["BEGIN", "SELECT", "BEGIN", "UPDATE", "INSERT", "INSERT"]
 
 
 def test_unknown_email_and_wrong_password_get_the_same_answer(
