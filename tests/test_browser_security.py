@@ -1,17 +1,23 @@
-"""Account security in headless Chromium against a real uvicorn server: login with a TOTP code
-computed by pyotp, a backup code that works once and only once, the lockout after 10 wrong passwords
-and its message, and the whole password-reset flow with the link from a real SMTP server.
+"""Account security in headless Chromium against a real uvicorn server: TOTP enrolment from the QR
+code as drawn (decoded with zxing-cpp) and the key as shown, login with a TOTP code computed by
+pyotp, backup codes downloaded and shown once, a backup code that works once and only once, the
+lockout after 10 wrong passwords and its message, and the whole password-reset flow with the link
+from a real SMTP server.
 
 (SMS verification with the code read from a real HTTP gateway is in tests/test_browser.py.)"""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pyotp
 import pytest
+import zxingcpp
 
 from onboarding.clock import utcnow
 from onboarding.settings import Settings
@@ -48,25 +54,44 @@ def _log_out(page: Any) -> None:
     page.get_by_role("button", name="Log out").click()
 
 
+def _scan_qr_code(png: bytes) -> str:
+    from PIL import Image
+
+    found = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
+    assert [barcode.format for barcode in found] == [zxingcpp.BarcodeFormat.QRCode]
+    return str(found[0].text)
+
+
 def test_totp_login_and_a_backup_code_works_once(page: Any, live: LiveServer) -> None:
     expect = _expect()
     _log_in(page, live)
     expect(page).to_have_url(f"{live.url}/account")
     page.get_by_role("link", name="Security").click()
     page.get_by_role("button", name="Use an authenticator app").click()
-    expect(page.get_by_role("img", name="QR code for your authenticator app")).to_be_visible()
-    secret = page.locator("#totp-secret").get_attribute("data-secret")
-    assert secret and re.fullmatch(r"[A-Z2-7]{32}", secret)
-    totp = pyotp.TOTP(secret)
+    qr = page.get_by_role("img", name="QR code for your authenticator app")
+    expect(qr).to_be_visible()
+    # What a phone gets: the QR code as Chromium draws it, decoded, and the key as typed by hand.
+    scanned = _scan_qr_code(qr.screenshot())
+    typed = page.locator("#totp-secret").inner_text().replace(" ", "")
+    otpauth = urlsplit(scanned)
+    query = parse_qs(otpauth.query)
+    assert (otpauth.scheme, otpauth.netloc) == ("otpauth", "totp")
+    assert unquote(otpauth.path) == f"/{live.settings.brand_name}:{EMAIL}"
+    assert query["issuer"] == [live.settings.brand_name]
+    assert query["secret"] == [typed] and re.fullmatch(r"[A-Z2-7]{32}", typed)
+    totp = pyotp.TOTP(typed)
     page.get_by_label("Code from the app").fill(totp.now())
     page.get_by_role("button", name="Turn on two-step verification").click()
     expect(page.get_by_role("heading", name="Your backup codes")).to_be_visible()
     codes = page.locator("#backup-codes li").all_inner_texts()
-    assert len(codes) == 10
-    expect(page.get_by_role("link", name="Download the codes")).to_have_attribute(
-        "download", re.compile("backup-codes")
-    )
+    assert len(codes) == len(set(codes)) == 10
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download the codes").click()
+    assert download.value.suggested_filename.endswith("backup-codes.txt")
+    assert Path(download.value.path()).read_text().split() == codes
     page.get_by_role("link", name="Done").click()
+    expect(page).to_have_url(f"{live.url}/account/security")
+    assert not any(code in page.content() for code in codes)  # shown once: no page shows them again
     _log_out(page)
 
     # Password, then the app's code (the next time step: the enrolment code is spent).
