@@ -1,15 +1,19 @@
 """Two-step verification (TOTP without reuse, backup codes once each, SMS as the alternative) and the
-account settings pages (details, email change, password change, preferences, sign out everywhere)."""
+account settings pages (details, email change, password change, preferences, sign out everywhere),
+in every language."""
 
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 
 import pyotp
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from onboarding.clock import utcnow
+from onboarding.i18n import gettext_, use_language
 from onboarding.models import BackupCode, Consent, WebSession
 from onboarding.settings import Settings
 from tests.account_support import (
@@ -24,6 +28,7 @@ from tests.account_support import (
 )
 from tests.conftest import Database
 from tests.helpers import csrf, sms_codes_sent
+from tests.test_i18n import TRANSLATED, extracted
 
 
 def _enrol_totp(client: TestClient) -> tuple[pyotp.TOTP, list[str]]:
@@ -282,3 +287,55 @@ def test_backup_codes_can_be_regenerated_with_the_password(
         "/login/verify", data={**csrf(client), "method": "backup", "code": new[0]}, follow_redirects=False
     )
     assert fresh.status_code == 303
+
+
+SETTINGS_PAGES = ("/account", "/account/email", "/account/password", "/account/security")
+
+
+class _Texts(HTMLParser):
+    """A page's text nodes and human-readable attribute values, each whole and stripped."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.found: set[str] = set()
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.found.update(
+            v.strip() for k, v in attrs if k in ("alt", "title", "aria-label", "placeholder") and v
+        )
+
+    def handle_data(self, data: str) -> None:
+        if data.strip():
+            self.found.add(" ".join(data.split()))
+
+
+@pytest.mark.parametrize("lang", TRANSLATED)
+def test_settings_pages_are_in_each_language(
+    db: Database, settings: Settings, client: TestClient, lang: str
+) -> None:
+    """Every catalogue string an English settings page shows is shown translated in ``lang``, and
+    no longer in English."""
+    make_account(db.factory, settings, utcnow())
+    log_in(client)
+
+    def texts(language: str) -> dict[str, set[str]]:
+        pages = {path: client.get(path, params={"lang": language}).text for path in SETTINGS_PAGES}
+        pages["TOTP enrolment"] = client.post(
+            "/account/security/totp/start", data=csrf(client), params={"lang": language}
+        ).text
+        assert all(f'<html lang="{language}"' in page for page in pages.values())
+        return {where: _Texts(page).found for where, page in pages.items()}
+
+    english, localized = texts("en"), texts(lang)
+    for where, shown_in_english in english.items():
+        shown = [m for m in extracted() if "%" not in m and m in shown_in_english]
+        assert len(shown) >= 10, (where, shown)  # the page's own texts, not only the layout's
+        with use_language(lang):
+            translations = {m: gettext_(m) for m in shown}
+        wrong = [
+            m
+            for m, text in translations.items()
+            if text not in localized[where] or (text != m and m in localized[where])
+        ]
+        assert not wrong, (where, wrong)
