@@ -3,6 +3,7 @@ verified, the same answer for an address that has an ID, take-over of an abandon
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 from onboarding import registration
 from onboarding.accounts import NewAccount
 from onboarding.clock import utcnow
+from onboarding.i18n import gettext_, use_language
 from onboarding.models import Account, Consent
 from onboarding.settings import Settings
 from tests.account_support import (
@@ -68,6 +70,15 @@ def test_register_verify_then_log_in(db: Database, settings: Settings, client: T
     resent = client.post("/register/resend", data=csrf(client), follow_redirects=False)
     assert resent.status_code == 303
     assert len(emails_to(db.factory, "nils@example.com")) == 2
+    # "Do this later" ends the unverified session; the emailed link still works afterwards.
+    with use_language(created.language):
+        do_this_later = gettext_("Do this later")
+    form = rf'action="/logout">\s*<input[^>]*csrf_token[^>]*>\s*<button[^>]*>{do_this_later}</button>'
+    assert re.search(form, pending.text)
+    later = client.post("/logout", data=csrf(client), follow_redirects=False)
+    assert later.headers["location"] == "/login?signed_out=1"
+    assert client.get("/register/pending", follow_redirects=False).headers["location"] == "/login"
+    assert client.get("/account", follow_redirects=False).headers["location"] == "/login?next=/account"
     # The newest link works once; the first was replaced by it.
     first, newest = [
         m.text_body.split("/register/verify/")[1].split()[0]

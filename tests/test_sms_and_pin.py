@@ -136,6 +136,25 @@ def test_activation_phone_step_through_a_real_http_gateway_with_a_retry(
     assert account(db.factory).phone_verified_at is not None
 
 
+def test_the_development_sms_outbox_page_shows_each_text_to_its_recipient(
+    db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
+) -> None:
+    """Without a gateway (``sms_backend=dev``) a local run reads its codes at /dev/sms; with one, the
+    page does not exist."""
+    client.get(path_of(invite_through_api(client, db.factory, settings, api_headers)))
+    client.post("/activate/id", data=id_form(client))
+    assert client.post("/activate/phone/send", data=csrf(client)).status_code == 200
+    code = sms_codes_sent(db.factory, PHONE)[-1]
+    page = client.get("/dev/sms", params={"to": PHONE})
+    assert page.status_code == 200 and f"to {PHONE}" in page.text and code in page.text
+    other = client.get("/dev/sms", params={"to": "+46709999999"})
+    assert other.status_code == 200 and code not in other.text and "No text messages yet." in other.text
+    assert code in client.get("/dev/sms").text
+    http = settings.model_copy(update={"sms_backend": "http", "sms_http_url": "http://127.0.0.1:9/sms"})
+    with TestClient(create_app(http, session_factory=db.factory)) as with_gateway:
+        assert with_gateway.get("/dev/sms").status_code == 404
+
+
 def test_wrong_number_help_creates_a_routed_support_request(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
