@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from onboarding import account_settings, audit, pin, sessions, sms_codes, two_factor
-from onboarding.auth_pages import by_field, code_problem, message_page, parse_date, send_sms_code
+from onboarding.auth_pages import by_field, code_problem, message_page, send_sms_code
 from onboarding.clock import utcnow
 from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_, gettext_
@@ -105,7 +105,7 @@ def save_details(
             me.account,
             first_name=first_name,
             last_name=last_name,
-            birth_date=parse_date(birth_date),
+            birth_date=birth_date,
             language=language,
             now=utcnow(),
         )

@@ -37,7 +37,7 @@ def update_details(
     *,
     first_name: str,
     last_name: str,
-    birth_date: date | None,
+    birth_date: date | str | None,
     language: str,
     now: datetime,
 ) -> None:
@@ -45,16 +45,11 @@ def update_details(
     first = clean_name(first_name, "first_name", errors)
     last = clean_name(last_name, "last_name", errors)
     lang = clean_language(language, "language", errors)
-    check_birth_date(birth_date, account.country, settings, now.date(), errors)
+    birth = check_birth_date(birth_date, account.country, settings, now.date(), errors)
     if errors:
         raise ValidationFailed(errors)
-    assert birth_date is not None
-    account.first_name, account.last_name, account.birth_date, account.language = (
-        first,
-        last,
-        birth_date,
-        lang,
-    )
+    assert birth is not None
+    account.first_name, account.last_name, account.birth_date, account.language = first, last, birth, lang
     audit.record(session, "details_changed", now=now, account_id=account.id)
 
 

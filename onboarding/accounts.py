@@ -98,7 +98,7 @@ class NewAccount:
     password_confirmation: str
     first_name: str
     last_name: str
-    birth_date: date | None
+    birth_date: date | str | None  # a form's text (YYYY-MM-DD) until validated
     country: str
     language: str
     accept_terms: bool
@@ -108,8 +108,18 @@ class NewAccount:
 
 
 def check_birth_date(
-    birth_date: date | None, country: str, settings: Settings, today: date, errors: list[FieldError]
-) -> None:
+    birth_date: date | str | None, country: str, settings: Settings, today: date, errors: list[FieldError]
+) -> date | None:
+    """The date of birth, or None with its problem added to ``errors``. A form's text must be in the
+    form YYYY-MM-DD."""
+    if isinstance(birth_date, str):
+        text, birth_date = birth_date.strip(), None
+        if text:
+            try:
+                birth_date = date.fromisoformat(text)
+            except ValueError:
+                errors.append(FieldError("birth_date", N_("Use the form YYYY-MM-DD.")))
+                return None
     if birth_date is None:
         errors.append(FieldError("birth_date", N_("Enter your date of birth.")))
     elif birth_date > today or birth_date.year < 1900:
@@ -123,6 +133,9 @@ def check_birth_date(
                 {"age": minimum_age(settings, country)},
             )
         )
+    else:
+        return birth_date
+    return None
 
 
 def check_new_password(
@@ -144,7 +157,7 @@ def validate_new_account(data: NewAccount, *, settings: Settings, now: datetime)
     country = clean_country(data.country, "country", errors)
     language = clean_language(data.language, "language", errors)
     check_new_password(data.password, data.password_confirmation, [email, first, last], errors)
-    check_birth_date(data.birth_date, country, settings, now.date(), errors)
+    birth_date = check_birth_date(data.birth_date, country, settings, now.date(), errors)
     if not data.accept_terms:
         errors.append(FieldError("accept_terms", N_("Accept the terms of use to continue."), "required"))
     if not data.accept_privacy:
@@ -153,7 +166,15 @@ def validate_new_account(data: NewAccount, *, settings: Settings, now: datetime)
         )
     if errors:
         raise ValidationFailed(errors)
-    return replace(data, email=email, first_name=first, last_name=last, country=country, language=language)
+    return replace(
+        data,
+        email=email,
+        first_name=first,
+        last_name=last,
+        birth_date=birth_date,
+        country=country,
+        language=language,
+    )
 
 
 def create_account(
@@ -165,22 +186,22 @@ def create_account(
         raise ValidationFailed(
             [FieldError("email", N_("This email address has an ID already; log in instead."), "exists")]
         )
-    email, first, last, country, language = (
-        data.email,
-        data.first_name,
-        data.last_name,
-        data.country,
-        data.language,
-    )
-    assert data.birth_date is not None
+    return add_account(session, data, settings=settings, now=now, via=via, email_verified=email_verified)
+
+
+def add_account(
+    session: Session, data: NewAccount, *, settings: Settings, now: datetime, via: str, email_verified: bool
+) -> Account:
+    """Store an ID that ``validate_new_account`` returned, for an address that has none."""
+    assert isinstance(data.birth_date, date)
     account = Account(
-        email=email,
+        email=data.email,
         password_hash=hash_password(data.password),
-        first_name=first,
-        last_name=last,
+        first_name=data.first_name,
+        last_name=data.last_name,
         birth_date=data.birth_date,
-        country=country,
-        language=language,
+        country=data.country,
+        language=data.language,
         phone=data.phone,
         email_verified_at=now if email_verified else None,
         created_via=via,

@@ -422,7 +422,7 @@ def register_submit(
         password_confirmation=password_confirmation,
         first_name=first_name,
         last_name=last_name,
-        birth_date=parse_date(birth_date),
+        birth_date=birth_date,
         country=country,
         language=language,
         accept_terms=accept_terms,
@@ -432,11 +432,7 @@ def register_submit(
     try:
         registration.register(session, settings, data, now=utcnow(), ip=client_ip(request))
     except ValidationFailed as exc:
-        errors = exc.errors
-        if birth_date and data.birth_date is None:
-            errors = [e for e in errors if e.field != "birth_date"]
-            errors.append(FieldError("birth_date", N_("Use the form YYYY-MM-DD.")))
-        return _register_form(request, errors=errors, values=values, status=422)
+        return _register_form(request, errors=exc.errors, values=values, status=422)
     commit(request, session, background)
     return message_page(
         request,

@@ -14,14 +14,12 @@ from onboarding.accounts import NewAccount, create_account, find_account
 from onboarding.auth_pages import (
     by_field,
     code_problem,
-    parse_date,
     password_login,
     send_sms_code,
     start_session,
 )
 from onboarding.clock import utcnow
 from onboarding.errors import FieldError, ValidationFailed
-from onboarding.i18n import N_
 from onboarding.invitations import LinkState, LinkView
 from onboarding.models import Account
 from onboarding.support_requests import record_request, request_new_invitation
@@ -215,7 +213,7 @@ def create_id(
         password_confirmation=password_confirmation,
         first_name=first_name,
         last_name=last_name,
-        birth_date=parse_date(birth_date),
+        birth_date=birth_date,
         country=country,
         language=language,
         accept_terms=accept_terms,
@@ -227,10 +225,6 @@ def create_id(
             session, data, settings=settings, now=now, via="invitation", email_verified=True
         )
     except ValidationFailed as exc:
-        errors = exc.errors
-        if birth_date and data.birth_date is None:
-            errors = [e for e in errors if e.field != "birth_date"]
-            errors.append(FieldError("birth_date", N_("Use the form YYYY-MM-DD.")))
         values = {
             "accept_terms": accept_terms,
             "accept_privacy": accept_privacy,
@@ -240,7 +234,7 @@ def create_id(
             "country": country,
             "language": language,
         }
-        return _id_form(request, session, view, errors=errors, values=values, status=422)
+        return _id_form(request, session, view, errors=exc.errors, values=values, status=422)
     invitations.attach_account(session, view, account, now=now, created=True)
     step = activation.next_step(session, view.invitation, view.model)
     if step is None:

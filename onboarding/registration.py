@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from onboarding import account_tokens, audit
 from onboarding.account_mail import Text, render_account_email, send_account_email
-from onboarding.accounts import NewAccount, create_account, find_account, validate_new_account
+from onboarding.accounts import NewAccount, add_account, find_account, validate_new_account
 from onboarding.i18n import N_
 from onboarding.models import Account, AccountToken
 from onboarding.settings import Settings
@@ -58,9 +58,7 @@ def register(
         _notify_existing(session, settings, existing, now=now)
         audit.record(session, "registration_for_existing_id", now=now, account_id=existing.id, ip=ip)
         return None
-    account = create_account(
-        session, data, settings=settings, now=now, via="registration", email_verified=False
-    )
+    account = add_account(session, data, settings=settings, now=now, via="registration", email_verified=False)
     send_verification(session, settings, account, now=now)
     audit.record(session, "registered", now=now, account_id=account.id, ip=ip)
     return account

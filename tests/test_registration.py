@@ -4,7 +4,7 @@ verified, the same answer for an address that has an ID, take-over of an abandon
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -118,6 +118,29 @@ def test_bad_registration_names_the_fields_and_stores_nothing(
         assert f'id="{name}-error"' in response.text
     with db.factory() as session:
         assert session.scalar(select(func.count()).select_from(Account)) == 0
+
+
+def test_a_birth_date_in_another_form_is_named_as_such_on_every_form(
+    db: Database, settings: Settings, client: TestClient
+) -> None:
+    """The rule is the service's (accounts.check_birth_date), so registration and account details say
+    the same."""
+    response = client.post("/register", data=_form(client, birth_date="12/04/1985", language="en"))
+    assert response.status_code == 422 and "Use the form YYYY-MM-DD." in response.text
+    assert client.post("/register", data=_form(client, birth_date="", language="en")).status_code == 422
+    make_account(db.factory, settings, utcnow())
+    log_in(client)
+    details = {"first_name": "Astrid", "last_name": "L", "language": "en"}
+    bad = client.post("/account/details", data={**csrf(client), **details, "birth_date": "12.04.1985"})
+    assert bad.status_code == 422 and "Use the form YYYY-MM-DD." in bad.text
+    empty = client.post("/account/details", data={**csrf(client), **details, "birth_date": " "})
+    assert empty.status_code == 422 and "Enter your date of birth." in empty.text
+    good = client.post(
+        "/account/details",
+        data={**csrf(client), **details, "birth_date": " 1985-04-12 "},
+        follow_redirects=False,
+    )
+    assert good.status_code == 303 and account(db.factory).birth_date == date(1985, 4, 12)
 
 
 def _data(email: str, first: str) -> NewAccount:
