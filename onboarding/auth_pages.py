@@ -17,6 +17,7 @@ from onboarding.db import begin_read, begin_single_statement
 from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_, gettext_
 from onboarding.models import Account, AccountToken
+from onboarding.ratelimit import TOO_MANY_ATTEMPTS, TooManyAttempts
 from onboarding.web import (
     PASSWORD_REQUESTS,
     SESSION_COOKIE,
@@ -84,7 +85,7 @@ FAILURES = {
             "%(minutes)s minutes to protect your security. You can reset your password to unlock it now."
         ),
     ),
-    login.LoginOutcome.RATE_LIMITED: (429, N_("Too many attempts. Wait a few minutes and try again.")),
+    login.LoginOutcome.RATE_LIMITED: (429, TOO_MANY_ATTEMPTS),
 }
 
 
@@ -267,36 +268,31 @@ def second_factor_submit(
     next_url = safe_next(next)
     now = utcnow()
     ip = client_ip(request)
-    if not rate_limits(request).hit(settings.rate_limit_login_per_account, "second-factor", str(account.id)):
-        text = gettext_("Too many attempts. Wait a few minutes and try again.")
-        return _second_factor_page(
-            request, session, current, method=method, next_url=next_url, status=429, failure=text
-        )
-    ok = two_factor.check_login_factor(session, settings, account, method=method, code=code, now=now, ip=ip)
-    if not ok:
-        # Wrong codes count towards the same lockout as wrong passwords: no guessing codes for long.
-        if login.record_failure(session, settings, account, now=now, ip=ip, factor=method):
-            sessions.end(current.session, now=now, reason="locked")
-            session.commit()
-            response = _login_form(
-                request,
-                next_url=next_url,
-                status=423,
-                email=account.email,
-                failure=gettext_(FAILURES[login.LoginOutcome.LOCKED][1], minutes=settings.lockout_minutes),
-                locked=True,
-            )
-            clear_session_cookie(response)
-            return response
+    outcome = login.check_second_factor(
+        session, settings, rate_limits(request), account, method=method, code=code, now=now, ip=ip
+    )
+    if outcome is login.LoginOutcome.LOCKED:
+        sessions.end(current.session, now=now, reason="locked")
         session.commit()
-        return _second_factor_page(
+        response = _login_form(
             request,
-            session,
-            current,
-            method=method,
             next_url=next_url,
-            status=401,
-            failure=gettext_("That code is not correct, or was already used."),
+            status=423,
+            email=account.email,
+            failure=gettext_(FAILURES[outcome][1], minutes=settings.lockout_minutes),
+            locked=True,
+        )
+        clear_session_cookie(response)
+        return response
+    if outcome is not login.LoginOutcome.SIGNED_IN:
+        session.commit()  # keeps the failure count
+        status, text = (
+            FAILURES[outcome]
+            if outcome is login.LoginOutcome.RATE_LIMITED
+            else (401, N_("That code is not correct, or was already used."))
+        )
+        return _second_factor_page(
+            request, session, current, method=method, next_url=next_url, status=status, failure=gettext_(text)
         )
     return start_session(request, session, account, stage=sessions.FULL, location=next_url, method=method)
 
@@ -406,16 +402,6 @@ def register_submit(
         "accept_privacy": accept_privacy,
         "marketing_email": marketing_email,
     }
-    limits = rate_limits(request)
-    if not limits.hit(settings.rate_limit_email_per_ip, "register-ip", client_ip(request)) or not limits.hit(
-        settings.rate_limit_email_per_address, "register-address", email
-    ):
-        return _register_form(
-            request,
-            errors=[FieldError("email", N_("Too many attempts. Wait a few minutes and try again."))],
-            values=values,
-            status=429,
-        )
     data = NewAccount(
         email=email,
         password=password,
@@ -430,9 +416,12 @@ def register_submit(
         marketing_email=marketing_email,
     )
     try:
-        registration.register(session, settings, data, now=utcnow(), ip=client_ip(request))
+        registration.register(
+            session, settings, rate_limits(request), data, now=utcnow(), ip=client_ip(request)
+        )
     except ValidationFailed as exc:
-        return _register_form(request, errors=exc.errors, values=values, status=422)
+        status = 429 if isinstance(exc, TooManyAttempts) else 422
+        return _register_form(request, errors=exc.errors, values=values, status=status)
     commit(request, session, background)
     return message_page(
         request,
@@ -493,21 +482,18 @@ def register_resend(request: Request, session: Db, background: BackgroundTasks) 
     current = session_of(request, session, stages=(sessions.UNVERIFIED,))
     if current is None:
         return RedirectResponse("/login", status_code=303)
-    settings = settings_of(request)
-    if not rate_limits(request).hit(
-        settings.rate_limit_email_per_address, "verify-resend", current.account.email
-    ):
+    try:
+        registration.resend_verification(
+            session, settings_of(request), rate_limits(request), current.account, now=utcnow()
+        )
+    except TooManyAttempts:
         return render(
             request,
             "register_pending.html",
-            {
-                "email": current.account.email,
-                "message": gettext_("Too many attempts. Wait a few minutes and try again."),
-            },
+            {"email": current.account.email, "message": gettext_(TOO_MANY_ATTEMPTS)},
             status=429,
             language=current.account.language,
         )
-    registration.send_verification(session, settings, current.account, now=utcnow())
     commit(request, session, background)
     return RedirectResponse("/register/pending?sent=1", status_code=303)
 
@@ -528,25 +514,13 @@ def forgot_submit(
     email: Annotated[str, Form(max_length=320)] = "",
 ) -> Response:
     settings = settings_of(request)
-    limits = rate_limits(request)
-    if not limits.hit(settings.rate_limit_email_per_ip, "reset-ip", client_ip(request)) or not limits.hit(
-        settings.rate_limit_email_per_address, "reset-address", email
-    ):
-        return render(
-            request,
-            "forgot.html",
-            {
-                "errors": by_field(
-                    [FieldError("email", N_("Too many attempts. Wait a few minutes and try again."))]
-                ),
-                "email": email,
-            },
-            status=429,
-        )
     try:
-        password_reset.request_reset(session, settings, email=email, now=utcnow(), ip=client_ip(request))
+        password_reset.request_reset(
+            session, settings, rate_limits(request), email=email, now=utcnow(), ip=client_ip(request)
+        )
     except ValidationFailed as exc:
-        return render(request, "forgot.html", {"errors": by_field(exc.errors), "email": email}, status=422)
+        status = 429 if isinstance(exc, TooManyAttempts) else 422
+        return render(request, "forgot.html", {"errors": by_field(exc.errors), "email": email}, status=status)
     commit(request, session, background)
     return message_page(
         request,

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
-from onboarding import audit
+from onboarding import audit, two_factor
 from onboarding.accounts import find_account, verify_password
 from onboarding.models import Account
 from onboarding.ratelimit import RateLimits
@@ -62,8 +62,9 @@ def identify(
     """The first half of a password login: the rate limits, then the account (reads only, so the
     caller can end the transaction before Argon2id runs)."""
     address = email.strip().lower()
-    if not limits.hit(settings.rate_limit_login_per_ip, "login-ip", ip) or not limits.hit(
-        settings.rate_limit_login_per_account, "login-account", address
+    if not limits.hit_all(
+        (settings.rate_limit_login_per_ip, "login-ip", ip),
+        (settings.rate_limit_login_per_account, "login-account", address),
     ):
         return LoginAttempt(address, None, LoginOutcome.RATE_LIMITED)
     return LoginAttempt(address, find_account(session, address) if address else None)
@@ -105,6 +106,27 @@ def check_password(
     if account.two_factor:
         return LoginResult(LoginOutcome.SECOND_FACTOR, account)
     return LoginResult(LoginOutcome.SIGNED_IN, account)
+
+
+def check_second_factor(
+    session: Session,
+    settings: Settings,
+    limits: RateLimits,
+    account: Account,
+    *,
+    method: str,
+    code: str,
+    now: datetime,
+    ip: str,
+) -> LoginOutcome:
+    """The second step of a login: ``SIGNED_IN``, ``FAILED``, ``LOCKED`` or ``RATE_LIMITED``. Wrong
+    codes count towards the same lockout as wrong passwords, so codes cannot be guessed for long."""
+    if not limits.hit(settings.rate_limit_login_per_account, "second-factor", str(account.id)):
+        return LoginOutcome.RATE_LIMITED
+    if two_factor.check_login_factor(session, settings, account, method=method, code=code, now=now, ip=ip):
+        return LoginOutcome.SIGNED_IN
+    locked = record_failure(session, settings, account, now=now, ip=ip, factor=method)
+    return LoginOutcome.LOCKED if locked else LoginOutcome.FAILED
 
 
 def record_failure(

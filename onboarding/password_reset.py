@@ -16,6 +16,7 @@ from onboarding.accounts import find_account, set_password
 from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_
 from onboarding.models import Account, AccountToken
+from onboarding.ratelimit import RateLimits
 from onboarding.settings import Settings
 from vehicles.service import clean_email
 
@@ -32,9 +33,17 @@ def reset_link(settings: Settings, token: str) -> str:
     return f"{settings.public_base_url.rstrip('/')}/password/reset/{token}"
 
 
-def request_reset(session: Session, settings: Settings, *, email: str, now: datetime, ip: str | None) -> None:
+def request_reset(
+    session: Session, settings: Settings, limits: RateLimits, *, email: str, now: datetime, ip: str | None
+) -> None:
     """Issue a link if the address has an ID. Both paths record a request row, render the email and
-    write an audit event; only a known address gets the email."""
+    write an audit event; only a known address gets the email. ``TooManyAttempts`` beyond the email
+    limits per IP and per address (the same for both paths)."""
+    limits.require(
+        "email",
+        (settings.rate_limit_email_per_ip, "reset-ip", ip),
+        (settings.rate_limit_email_per_address, "reset-address", email),
+    )
     errors: list[FieldError] = []
     address = clean_email(email, "email", errors).lower()
     if errors:

@@ -15,7 +15,18 @@ from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from onboarding.errors import FieldError, ValidationFailed
+from onboarding.i18n import N_
 from onboarding.settings import Settings
+
+TOO_MANY_ATTEMPTS = N_("Too many attempts. Wait a few minutes and try again.")
+
+
+class TooManyAttempts(ValidationFailed):
+    """A form used more often than its limits allow; the message is shown at ``field``."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__([FieldError(field, TOO_MANY_ATTEMPTS, "rate_limited")])
 
 
 @lru_cache(maxsize=64)
@@ -79,3 +90,14 @@ class RateLimits:
         """Whether another attempt would be allowed, without counting one."""
         key = self._key(scope, subject)
         return all(self.limiter.test(item, *key) for item in _items(limit))
+
+    def hit_all(self, *checks: tuple[str, str, str | None]) -> bool:
+        """Count one attempt against each ``(limit, scope, subject)`` in turn; False at the first that
+        is full (those after it are not counted). A missing subject (no client address) counts as one
+        shared subject."""
+        return all(self.hit(limit, scope, subject or "-") for limit, scope, subject in checks)
+
+    def require(self, field: str, *checks: tuple[str, str, str | None]) -> None:
+        """``hit_all``, raising ``TooManyAttempts`` (shown at ``field``) when a limit is reached."""
+        if not self.hit_all(*checks):
+            raise TooManyAttempts(field)

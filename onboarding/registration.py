@@ -18,6 +18,7 @@ from onboarding.account_mail import Text, render_account_email, send_account_ema
 from onboarding.accounts import NewAccount, add_account, find_account, validate_new_account
 from onboarding.i18n import N_
 from onboarding.models import Account, AccountToken
+from onboarding.ratelimit import RateLimits
 from onboarding.settings import Settings
 
 
@@ -42,11 +43,23 @@ def _abandoned(session: Session, account: Account, now: datetime) -> bool:
 
 
 def register(
-    session: Session, settings: Settings, data: NewAccount, *, now: datetime, ip: str | None
+    session: Session,
+    settings: Settings,
+    limits: RateLimits,
+    data: NewAccount,
+    *,
+    now: datetime,
+    ip: str | None,
 ) -> Account | None:
-    """Create an unverified ID and send its verification link; raises ``ValidationFailed``.
+    """Create an unverified ID and send its verification link; raises ``ValidationFailed`` (and
+    ``TooManyAttempts`` beyond the email limits per IP and per address).
 
     Returns None when the address already has an ID (its owner is told instead)."""
+    limits.require(
+        "email",
+        (settings.rate_limit_email_per_ip, "register-ip", ip),
+        (settings.rate_limit_email_per_address, "register-address", data.email),
+    )
     data = validate_new_account(data, settings=settings, now=now)
     existing = find_account(session, data.email)
     if existing is not None and _abandoned(session, existing, now):
@@ -62,6 +75,15 @@ def register(
     send_verification(session, settings, account, now=now)
     audit.record(session, "registered", now=now, account_id=account.id, ip=ip)
     return account
+
+
+def resend_verification(
+    session: Session, settings: Settings, limits: RateLimits, account: Account, *, now: datetime
+) -> None:
+    """A new verification link for an unverified ID that asks for one (the old link stops working);
+    ``TooManyAttempts`` beyond the email limit per address."""
+    limits.require("email", (settings.rate_limit_email_per_address, "verify-resend", account.email))
+    send_verification(session, settings, account, now=now)
 
 
 def send_verification(session: Session, settings: Settings, account: Account, *, now: datetime) -> None:

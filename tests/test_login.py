@@ -19,7 +19,7 @@ import pytest
 import redis
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 
 from onboarding import accounts, auth_pages, login
 from onboarding.accounts import ARGON2_CONCURRENCY, find_account, hash_password, verify_password
@@ -203,6 +203,47 @@ def test_per_ip_limit_holds(db: Database, settings: Settings) -> None:
             for n in range(6)
         ]
     assert statuses == [401] * 5 + [429]
+
+
+def test_the_email_forms_have_limits_per_address_and_per_ip(db: Database, settings: Settings) -> None:
+    """Registration, the verification resend and the reset request each send email: limited per
+    address and per IP, with the same "too many attempts" answer."""
+    limited = settings.model_copy(
+        update={"rate_limit_email_per_address": "2/minute", "rate_limit_email_per_ip": "4/minute"}
+    )
+    make_account(db.factory, settings, utcnow())
+    with TestClient(create_app(limited, session_factory=db.factory)) as client:
+        forgot = [
+            client.post("/password/forgot", data={**csrf(client), "email": "astrid@example.com"}).status_code
+            for _ in range(3)
+        ]
+        assert forgot == [200, 200, 429]
+        # Per IP (counted first, so the refused request counted too): a second address has room once.
+        assert (
+            client.post("/password/forgot", data={**csrf(client), "email": "a@example.com"}).status_code
+            == 200
+        )
+        refused = client.post("/password/forgot", data={**csrf(client), "email": "b@example.com"})
+        assert refused.status_code == 429 and "Too many attempts" in refused.text
+        form = {
+            **csrf(client),
+            "email": "nils@example.com",
+            "first_name": "Nils",
+            "last_name": "Berg",
+            "birth_date": "1985-04-12",
+            "country": "SE",
+            "language": "en",
+            "password": "a long and unusual passphrase 42",
+            "password_confirmation": "a long and unusual passphrase 42",
+            "accept_terms": "true",
+            "accept_privacy": "true",
+        }
+        assert [client.post("/register", data=form).status_code for _ in range(3)] == [200, 200, 429]
+        log_in(client, email="nils@example.com", password="a long and unusual passphrase 42")
+        resent = [client.post("/register/resend", data=csrf(client)).status_code for _ in range(3)]
+        assert resent == [200, 200, 429]
+    with db.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Account)) == 2
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from onboarding import password_reset
 from onboarding.clock import utcnow
 from onboarding.crypto import token_hash
 from onboarding.models import AccountToken, AuditEvent
+from onboarding.ratelimit import RateLimits
 from onboarding.settings import Settings
 from tests.account_support import (
     BIRTH,
@@ -146,12 +147,15 @@ def test_reset_with_an_sms_code_to_the_verified_phone(
 def test_reset_link_expires_after_an_hour_and_a_newer_one_replaces_it(
     db: Database, settings: Settings
 ) -> None:
+    limits = RateLimits.from_settings(settings)
     now = utcnow()
     make_account(db.factory, settings, now)
     run_and_send(
         db.factory,
         settings,
-        lambda s: password_reset.request_reset(s, settings, email="astrid@example.com", now=now, ip=None),
+        lambda s: password_reset.request_reset(
+            s, settings, limits, email="astrid@example.com", now=now, ip=None
+        ),
     )
     first = link_to(db.factory, "astrid@example.com", "/password/reset/").rsplit("/", 1)[1]
     with db.factory() as session:
@@ -160,7 +164,9 @@ def test_reset_link_expires_after_an_hour_and_a_newer_one_replaces_it(
     run_and_send(
         db.factory,
         settings,
-        lambda s: password_reset.request_reset(s, settings, email="astrid@example.com", now=now, ip=None),
+        lambda s: password_reset.request_reset(
+            s, settings, limits, email="astrid@example.com", now=now, ip=None
+        ),
     )
     second = link_to(db.factory, "astrid@example.com", "/password/reset/").rsplit("/", 1)[1]
     with db.factory() as session:

@@ -14,6 +14,7 @@ from onboarding.accounts import NewAccount
 from onboarding.clock import utcnow
 from onboarding.i18n import gettext_, use_language
 from onboarding.models import Account, Consent
+from onboarding.ratelimit import RateLimits
 from onboarding.settings import Settings
 from tests.account_support import (
     BIRTH,
@@ -160,10 +161,13 @@ def _data(email: str, first: str) -> NewAccount:
 
 def test_an_abandoned_registration_is_taken_over_after_72_hours(db: Database, settings: Settings) -> None:
     start = utcnow()
+    limits = RateLimits.from_settings(settings)
     run_and_send(
         db.factory,
         settings,
-        lambda s: registration.register(s, settings, _data("nils@example.com", "Nils"), now=start, ip=None),
+        lambda s: registration.register(
+            s, settings, limits, _data("nils@example.com", "Nils"), now=start, ip=None
+        ),
     )
     old_link = link_to(db.factory, "nils@example.com", "/register/verify/").rsplit("/", 1)[1]
     # Within 72 hours the address is still taken by the unverified registration.
@@ -171,7 +175,7 @@ def test_an_abandoned_registration_is_taken_over_after_72_hours(db: Database, se
         db.factory,
         settings,
         lambda s: registration.register(
-            s, settings, _data("nils@example.com", "Eve"), now=start + timedelta(hours=71), ip=None
+            s, settings, limits, _data("nils@example.com", "Eve"), now=start + timedelta(hours=71), ip=None
         ),
     )
     assert again is None and account(db.factory, "nils@example.com").first_name == "Nils"
@@ -181,7 +185,9 @@ def test_an_abandoned_registration_is_taken_over_after_72_hours(db: Database, se
     taken = run_and_send(
         db.factory,
         settings,
-        lambda s: registration.register(s, settings, _data("nils@example.com", "Nina"), now=later, ip=None),
+        lambda s: registration.register(
+            s, settings, limits, _data("nils@example.com", "Nina"), now=later, ip=None
+        ),
     )
     assert taken is not None
     assert account(db.factory, "nils@example.com").first_name == "Nina"

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from onboarding.app import create_app
 from onboarding.clock import utcnow
 from onboarding.i18n import gettext_, use_language
 from onboarding.models import BackupCode, Consent, WebSession
@@ -264,6 +265,20 @@ def test_wrong_second_factor_codes_count_towards_the_lockout(
     assert account(db.factory).locked_until is not None
     # The half-signed-in session ended with the lock.
     assert client.get("/login/verify", follow_redirects=False).headers["location"] == "/login"
+
+
+def test_second_factor_codes_are_limited_per_account(db: Database, settings: Settings) -> None:
+    limited = settings.model_copy(update={"rate_limit_login_per_account": "5/minute"})
+    make_account(db.factory, settings, utcnow())
+    with TestClient(create_app(limited, session_factory=db.factory)) as client:
+        log_in(client)
+        _enrol_totp(client)
+        client.post("/logout", data=csrf(client))
+        assert log_in(client).headers["location"].startswith("/login/verify")
+        wrong = {**csrf(client), "method": "backup", "code": "aaaaa-bbbbb"}
+        statuses = [client.post("/login/verify", data=wrong).status_code for _ in range(6)]
+    assert statuses == [401] * 5 + [429]
+    assert account(db.factory).failed_logins == 5  # the refused sixth code was not checked
 
 
 def test_backup_codes_can_be_regenerated_with_the_password(
