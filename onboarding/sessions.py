@@ -48,6 +48,13 @@ _START_BOUND = insert(_SESSIONS).values(
 _ROTATE = _START_BOUND.add_cte(_END_BY_TOKEN.cte("rotated"))
 _ROTATE_AND_RECORD = _ROTATE.add_cte(audit.insert_bound("event_").cte("recorded"))
 
+# Every signed-in page looks its session up: one query for the session and its account.
+_SESSION_AND_ACCOUNT = (
+    select(WebSession, Account)
+    .join(Account, Account.id == WebSession.account_id)
+    .where(WebSession.token_hash == bindparam("hash"))
+)
+
 # A session waiting for its second factor or for email verification is short-lived.
 _PARTIAL_MINUTES = 15
 
@@ -150,13 +157,13 @@ def lookup(
     """The live session for a cookie token, or None (unknown, ended, expired or idle too long)."""
     if not token or len(token) > 100:
         return None
-    row = session.scalar(select(WebSession).where(WebSession.token_hash == token_hash(token)))
-    if row is None or row.ended_at is not None or row.expires_at <= now:
+    found = session.execute(_SESSION_AND_ACCOUNT, {"hash": token_hash(token)}).one_or_none()
+    if found is None:
+        return None
+    row, account = found
+    if row.ended_at is not None or row.expires_at <= now:
         return None
     if row.stage == FULL and row.last_seen_at + timedelta(minutes=settings.session_idle_minutes) <= now:
-        return None
-    account = session.get(Account, row.account_id)
-    if account is None:
         return None
     # Written at most once a minute: a page view should not always be a database write.
     if now - row.last_seen_at >= timedelta(minutes=1):
