@@ -6,29 +6,16 @@ entries translated here, so each message is a subject, paragraphs and an optiona
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from notifications import outbox
 from notifications.email import RenderedEmail, build_email, render_email
 from notifications.senders import enqueue_now
-from onboarding.i18n import gettext_, use_language
+from onboarding.i18n import Text, use_language
 from onboarding.invitations import brand, contact_for
 from onboarding.settings import Settings
-
-
-@dataclass(frozen=True)
-class Text:
-    """A catalogue entry and its values, translated when the email is rendered."""
-
-    message: str
-    values: dict[str, Any] = field(default_factory=dict)
-
-    def render(self) -> str:
-        return gettext_(self.message, **self.values)
 
 
 def render_account_email(
@@ -47,10 +34,10 @@ def render_account_email(
             "brand": brand(settings),
             "support": contact_for(settings, country, None),
             "first_name": first_name,
-            "subject_line": subject.render(),
-            "paragraphs": [p.render() for p in paragraphs],
+            "subject_line": str(subject),
+            "paragraphs": [str(p) for p in paragraphs],
             "link": link,
-            "link_label": link_label.render() if link_label else None,
+            "link_label": str(link_label) if link_label else None,
         }
     return render_email("account_message", language, context)
 

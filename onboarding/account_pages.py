@@ -13,7 +13,7 @@ from onboarding import account_settings, audit, pin, sessions, sms_codes, two_fa
 from onboarding.auth_pages import by_field, code_problem, message_page, send_sms_code
 from onboarding.clock import utcnow
 from onboarding.errors import FieldError, ValidationFailed
-from onboarding.i18n import N_, gettext_
+from onboarding.i18n import N_, lazy_gettext
 from onboarding.web import (
     clear_session_cookie,
     client_ip,
@@ -61,7 +61,7 @@ def _page(
         {
             "account": me.account,
             "signed_in_as": me.account.email,
-            "notice": gettext_(NOTICES[notice]) if notice in NOTICES else None,
+            "notice": lazy_gettext(NOTICES[notice]) if notice in NOTICES else None,
             "errors": {},
             **context,
         },
@@ -192,22 +192,23 @@ def email_confirm(token: str, request: Request, session: Db) -> Response:
     if account is None:
         return message_page(
             request,
-            gettext_("This link no longer works"),
+            lazy_gettext("This link no longer works"),
             [
-                gettext_(
-                    "Confirmation links work once and for 24 hours, "
-                    "and not if the address has an ID meanwhile."
+                lazy_gettext(
+                    "Confirmation links work once and for %(hours)s hours, "
+                    "and not if the address has an ID meanwhile.",
+                    hours=settings_of(request).email_change_valid_hours,
                 )
             ],
-            [("/account/email", gettext_("Change your login email"))],
+            [("/account/email", lazy_gettext("Change your login email"))],
             status=410,
         )
     session.commit()
     return message_page(
         request,
-        gettext_("Your login email was changed"),
-        [gettext_("From now on you log in with %(email)s.", email=account.email)],
-        [("/account", gettext_("My ID"))],
+        lazy_gettext("Your login email was changed"),
+        [lazy_gettext("From now on you log in with %(email)s.", email=account.email)],
+        [("/account", lazy_gettext("My ID"))],
         language=account.language,
     )
 
@@ -281,6 +282,7 @@ def _security(
             "backup_left": two_factor.backup_codes_left(session, me.account.id),
             "has_pin": pin.has_pin(session, me.account),
             "pin_locked": pin.pin_locked(session, me.account),
+            "pin_max_failures": settings_of(request).pin_max_failures,
             "live_sessions": sessions.live_sessions(session, me.account.id, now=now),
             "current_session_id": me.session.id,
             "masked_phone": sms_codes.mask_phone(me.account.phone) if me.account.phone else None,

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onboarding import account_tokens, audit, sessions
-from onboarding.account_mail import Text, render_account_email, send_account_email
+from onboarding.account_mail import render_account_email, send_account_email
 from onboarding.accounts import (
     MARKETING_EMAIL,
     MARKETING_SMS,
@@ -21,7 +21,7 @@ from onboarding.accounts import (
     set_password,
 )
 from onboarding.errors import FieldError, ValidationFailed
-from onboarding.i18n import N_
+from onboarding.i18n import N_, Text
 from onboarding.models import Account, Consent, WebSession
 from onboarding.password_reset import notify_password_changed
 from onboarding.settings import Settings

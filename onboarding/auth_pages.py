@@ -15,7 +15,7 @@ from onboarding.accounts import NewAccount
 from onboarding.clock import utcnow
 from onboarding.db import begin_read, begin_single_statement
 from onboarding.errors import FieldError, ValidationFailed
-from onboarding.i18n import N_, gettext_
+from onboarding.i18n import N_, Text, lazy_gettext
 from onboarding.models import Account, AccountToken
 from onboarding.ratelimit import TOO_MANY_ATTEMPTS, TooManyAttempts
 from onboarding.web import (
@@ -58,9 +58,9 @@ def parse_date(raw: str) -> date | None:
 
 def message_page(
     request: Request,
-    title: str,
-    paragraphs: list[str],
-    actions: list[tuple[str, str]] | None = None,
+    title: Text,
+    paragraphs: list[Text],
+    actions: list[tuple[str, Text]] | None = None,
     *,
     status: int = 200,
     language: str | None = None,
@@ -118,7 +118,7 @@ def password_login(
             next_url=next_url,
             status=status,
             email=email,
-            failure=gettext_(text, minutes=settings.lockout_minutes),
+            failure=lazy_gettext(text, minutes=settings.lockout_minutes),
             locked=result.outcome is login.LoginOutcome.LOCKED,
             **(form or {}),
         )
@@ -211,8 +211,8 @@ def _second_factor_page(
     method: str,
     next_url: str,
     status: int = 200,
-    failure: str | None = None,
-    message: str | None = None,
+    failure: Text | None = None,
+    message: Text | None = None,
 ) -> Response:
     account = current.account
     methods = two_factor.login_methods(account)
@@ -279,7 +279,7 @@ def second_factor_submit(
             next_url=next_url,
             status=423,
             email=account.email,
-            failure=gettext_(FAILURES[outcome][1], minutes=settings.lockout_minutes),
+            failure=lazy_gettext(FAILURES[outcome][1], minutes=settings.lockout_minutes),
             locked=True,
         )
         clear_session_cookie(response)
@@ -292,7 +292,13 @@ def second_factor_submit(
             else (401, N_("That code is not correct, or was already used."))
         )
         return _second_factor_page(
-            request, session, current, method=method, next_url=next_url, status=status, failure=gettext_(text)
+            request,
+            session,
+            current,
+            method=method,
+            next_url=next_url,
+            status=status,
+            failure=lazy_gettext(text),
         )
     return start_session(request, session, account, stage=sessions.FULL, location=next_url, method=method)
 
@@ -326,12 +332,13 @@ def send_sms_code(
     *,
     purpose: str,
     phone: str,
-) -> tuple[str, int]:
+) -> tuple[Text, int]:
     """A page's "send me a code": sends it (or not, within the limits), commits, and returns the
     message and HTTP status to show."""
+    settings = settings_of(request)
     outcome = sms_codes.send_code(
         session,
-        settings_of(request),
+        settings,
         account,
         purpose=purpose,
         phone=phone,
@@ -340,10 +347,18 @@ def send_sms_code(
     )
     commit(request, session, background)
     message = {
-        sms_codes.SendOutcome.SENT: gettext_("We sent a new code. It is valid for 10 minutes."),
-        sms_codes.SendOutcome.COOLDOWN: gettext_("Wait a minute before asking for another code."),
-        sms_codes.SendOutcome.LIMIT: gettext_("You asked for 5 codes in the last hour. Try again later."),
-        sms_codes.SendOutcome.LOCKED: gettext_(
+        sms_codes.SendOutcome.SENT: lazy_gettext(
+            "We sent a new code. It is valid for %(minutes)s minutes.",
+            minutes=settings.sms_code_valid_minutes,
+        ),
+        sms_codes.SendOutcome.COOLDOWN: lazy_gettext(
+            "Wait %(seconds)s seconds before asking for another code.", seconds=settings.sms_resend_seconds
+        ),
+        sms_codes.SendOutcome.LIMIT: lazy_gettext(
+            "You asked for %(count)s codes in the last hour. Try again later.",
+            count=settings.sms_max_sends_per_hour,
+        ),
+        sms_codes.SendOutcome.LOCKED: lazy_gettext(
             "Too many wrong codes. Try again in an hour, or contact support."
         ),
     }[outcome]
@@ -425,17 +440,17 @@ def register_submit(
     commit(request, session, background)
     return message_page(
         request,
-        gettext_("Check your email"),
+        lazy_gettext("Check your email"),
         [
-            gettext_(
+            lazy_gettext(
                 "We sent a link to %(email)s. Open it within %(hours)s hours to activate your ID.",
                 email=email.strip().lower(),
                 hours=settings.email_verification_valid_hours,
             ),
-            gettext_("You cannot use your ID until your email address is confirmed."),
-            gettext_("No email? Look in your spam folder, or log in to send the link again."),
+            lazy_gettext("You cannot use your ID until your email address is confirmed."),
+            lazy_gettext("No email? Look in your spam folder, or log in to send the link again."),
         ],
-        [("/login", gettext_("I have confirmed it: log in")), ("/", gettext_("Do this later"))],
+        [("/login", lazy_gettext("I have confirmed it: log in")), ("/", lazy_gettext("Do this later"))],
         language=language or None,
     )
 
@@ -446,20 +461,23 @@ def register_verify(token: str, request: Request, session: Db) -> Response:
     if account is None:
         return message_page(
             request,
-            gettext_("This link no longer works"),
+            lazy_gettext("This link no longer works"),
             [
-                gettext_("Activation links work once and for 72 hours."),
-                gettext_("Log in with your email and password to get a new link."),
+                lazy_gettext(
+                    "Activation links work once and for %(hours)s hours.",
+                    hours=settings_of(request).email_verification_valid_hours,
+                ),
+                lazy_gettext("Log in with your email and password to get a new link."),
             ],
-            [("/login", gettext_("Log in"))],
+            [("/login", lazy_gettext("Log in"))],
             status=410,
         )
     session.commit()
     return message_page(
         request,
-        gettext_("Your email address is confirmed"),
-        [gettext_("Your ID is active. Log in to continue.")],
-        [("/login", gettext_("Log in"))],
+        lazy_gettext("Your email address is confirmed"),
+        [lazy_gettext("Your ID is active. Log in to continue.")],
+        [("/login", lazy_gettext("Log in"))],
         language=account.language,
     )
 
@@ -472,7 +490,11 @@ def register_pending(request: Request, session: Db, sent: str = "") -> Response:
     return render(
         request,
         "register_pending.html",
-        {"email": current.account.email, "message": gettext_("We sent a new link.") if sent else None},
+        {
+            "email": current.account.email,
+            "hours": settings_of(request).email_verification_valid_hours,
+            "message": lazy_gettext("We sent a new link.") if sent else None,
+        },
         language=current.account.language,
     )
 
@@ -490,7 +512,11 @@ def register_resend(request: Request, session: Db, background: BackgroundTasks) 
         return render(
             request,
             "register_pending.html",
-            {"email": current.account.email, "message": gettext_(TOO_MANY_ATTEMPTS)},
+            {
+                "email": current.account.email,
+                "hours": settings_of(request).email_verification_valid_hours,
+                "message": lazy_gettext(TOO_MANY_ATTEMPTS),
+            },
             status=429,
             language=current.account.language,
         )
@@ -524,27 +550,32 @@ def forgot_submit(
     commit(request, session, background)
     return message_page(
         request,
-        gettext_("Check your email"),
+        lazy_gettext("Check your email"),
         [
-            gettext_(
+            lazy_gettext(
                 "If the address belongs to an ID, we have sent it a link to choose a new password. "
                 "The link works once, for %(minutes)s minutes.",
                 minutes=settings.password_reset_valid_minutes,
             ),
-            gettext_(
+            lazy_gettext(
                 "No email? Look in your spam folder, or check that you typed the address you log in with."
             ),
         ],
-        [("/login", gettext_("Back to login"))],
+        [("/login", lazy_gettext("Back to login"))],
     )
 
 
 def _reset_link_problem(request: Request) -> Response:
     response = message_page(
         request,
-        gettext_("This link no longer works"),
-        [gettext_("Password reset links work once and for one hour. Ask for a new one.")],
-        [("/password/forgot", gettext_("Reset your password"))],
+        lazy_gettext("This link no longer works"),
+        [
+            lazy_gettext(
+                "Password reset links work once and for %(minutes)s minutes. Ask for a new one.",
+                minutes=settings_of(request).password_reset_valid_minutes,
+            )
+        ],
+        [("/password/forgot", lazy_gettext("Reset your password"))],
         status=410,
     )
     response.delete_cookie(RESET_COOKIE, path="/password")
@@ -576,7 +607,7 @@ def _reset_page(
     account: Account,
     *,
     errors: list[FieldError] | None = None,
-    message: str | None = None,
+    message: Text | None = None,
     status: int = 200,
 ) -> Response:
     """The reset page for an open link (``_open_reset``)."""
@@ -629,9 +660,13 @@ def reset_birth_date(
     if outcome is password_reset.IdentityCheck.BLOCKED:
         return message_page(
             request,
-            gettext_("We could not confirm who you are"),
-            [gettext_("Too many answers were wrong, so this link was cancelled. Contact support for help.")],
-            [("/password/forgot", gettext_("Reset your password"))],
+            lazy_gettext("We could not confirm who you are"),
+            [
+                lazy_gettext(
+                    "Too many answers were wrong, so this link was cancelled. Contact support for help."
+                )
+            ],
+            [("/password/forgot", lazy_gettext("Reset your password"))],
             status=403,
         )
     return _reset_page(
@@ -727,12 +762,12 @@ def reset_new_password(
     commit(request, session, background)
     response = message_page(
         request,
-        gettext_("Your password was changed"),
+        lazy_gettext("Your password was changed"),
         [
-            gettext_("Every device that was signed in to your ID has been signed out."),
-            gettext_("Log in with your new password."),
+            lazy_gettext("Every device that was signed in to your ID has been signed out."),
+            lazy_gettext("Log in with your new password."),
         ],
-        [("/login", gettext_("Log in"))],
+        [("/login", lazy_gettext("Log in"))],
         language=account.language,
     )
     response.delete_cookie(RESET_COOKIE, path="/password")

@@ -12,6 +12,7 @@ import io
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
@@ -77,6 +78,24 @@ def use_language(language: str) -> Iterator[None]:
 def gettext_(message: str, **variables: Any) -> str:
     text = translations(_current.get()).gettext(message)
     return text % variables if variables else text
+
+
+@dataclass(frozen=True)
+class Text:
+    """A catalogue message and its values, translated when shown (``str``), in the language current
+    then. A route's texts go into a page whose language ``render`` decides (the reader's, or the
+    account's), and an email's into a message rendered in the recipient's."""
+
+    message: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return gettext_(self.message, **self.values)
+
+
+def lazy_gettext(message: str, **values: Any) -> Text:
+    """``gettext_`` for route code: translated when the page is rendered (see ``Text``)."""
+    return Text(message, values)
 
 
 def ngettext_(singular: str, plural: str, n: int) -> str:

@@ -20,6 +20,7 @@ from onboarding.auth_pages import (
 )
 from onboarding.clock import utcnow
 from onboarding.errors import FieldError, ValidationFailed
+from onboarding.i18n import Text
 from onboarding.invitations import LinkState, LinkView
 from onboarding.models import Account
 from onboarding.support_requests import record_request, request_new_invitation
@@ -303,7 +304,7 @@ def _phone_page(
     account: Account,
     *,
     errors: list[FieldError] | None = None,
-    message: str | None = None,
+    message: Text | None = None,
     status: int = 200,
 ) -> Response:
     assert account.phone is not None

@@ -11,10 +11,10 @@ from enum import StrEnum
 from sqlalchemy.orm import Session
 
 from onboarding import account_tokens, audit, login, sessions
-from onboarding.account_mail import Text, render_account_email, send_account_email
+from onboarding.account_mail import render_account_email, send_account_email
 from onboarding.accounts import find_account, set_password
 from onboarding.errors import FieldError, ValidationFailed
-from onboarding.i18n import N_
+from onboarding.i18n import N_, Text
 from onboarding.models import Account, AccountToken
 from onboarding.ratelimit import RateLimits
 from onboarding.settings import Settings

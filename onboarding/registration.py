@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onboarding import account_tokens, audit
-from onboarding.account_mail import Text, render_account_email, send_account_email
+from onboarding.account_mail import render_account_email, send_account_email
 from onboarding.accounts import NewAccount, add_account, find_account, validate_new_account
-from onboarding.i18n import N_
+from onboarding.i18n import N_, Text
 from onboarding.models import Account, AccountToken
 from onboarding.ratelimit import RateLimits
 from onboarding.settings import Settings

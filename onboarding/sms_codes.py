@@ -54,6 +54,8 @@ class ChallengeState:
     tries_left: int
     locked: bool
     code_sent: bool
+    valid_minutes: int  # the rules, for the page's texts
+    resend_seconds: int
 
 
 def mask_phone(phone: str) -> str:
@@ -102,12 +104,14 @@ def state(
     challenge = current(session, account_id, purpose, phone)
     if challenge is None or (_locked(settings, challenge) and _lock_over(challenge, now)):
         return ChallengeState(
-            mask_phone(phone),
-            0,
-            settings.sms_max_sends_per_hour,
-            settings.sms_code_max_failures,
-            False,
-            False,
+            masked_phone=mask_phone(phone),
+            wait_seconds=0,
+            sends_left=settings.sms_max_sends_per_hour,
+            tries_left=settings.sms_code_max_failures,
+            locked=False,
+            code_sent=False,
+            valid_minutes=settings.sms_code_valid_minutes,
+            resend_seconds=settings.sms_resend_seconds,
         )
     sends = _recent_sends(challenge, now)
     wait = 0
@@ -124,6 +128,8 @@ def state(
         tries_left=max(0, settings.sms_code_max_failures - challenge.failures),
         locked=_locked(settings, challenge),
         code_sent=True,
+        valid_minutes=settings.sms_code_valid_minutes,
+        resend_seconds=settings.sms_resend_seconds,
     )
 
 

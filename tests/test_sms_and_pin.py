@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -15,6 +16,7 @@ from onboarding import pin, sms_codes
 from onboarding.app import create_app
 from onboarding.clock import utcnow
 from onboarding.db import transaction
+from onboarding.i18n import gettext_, use_language
 from onboarding.models import Account, AuditEvent, SecurityPin, SupportRequest
 from onboarding.settings import Settings
 from tests.account_support import PASSWORD, account, log_in, make_account, run_and_send
@@ -296,3 +298,50 @@ def test_only_the_primary_user_sets_the_pin(
     with db.factory() as session:
         assert session.scalars(select(SecurityPin)).first() is None
     assert set_pin_step(client).headers["location"] == "/activate/done"
+
+
+def test_the_pages_state_the_configured_rules_in_the_readers_language(
+    db: Database, reference: None, settings: Settings, api_headers: dict[str, str]
+) -> None:
+    """Validity periods, waits and limits in the texts come from the settings, and the texts a route
+    passes to its page are translated in the page's language (the Swedish buyer's here)."""
+    rules = settings.model_copy(
+        update={
+            "sms_code_valid_minutes": 7,
+            "sms_resend_seconds": 45,
+            "email_verification_valid_hours": 48,
+            "email_change_valid_hours": 12,
+            "password_reset_valid_minutes": 30,
+        }
+    )
+
+    def swedish(message: str, **values: int) -> str:
+        with use_language("sv"):
+            return str(escape(gettext_(message, **values)))
+
+    with TestClient(create_app(rules, session_factory=db.factory)) as client:
+        client.get(path_of(invite_through_api(client, db.factory, rules, api_headers)))
+        client.post("/activate/id", data=id_form(client))
+        sent = client.post("/activate/phone/send", data=csrf(client))
+        assert '<html lang="sv"' in sent.text
+        assert swedish("We sent a new code. It is valid for %(minutes)s minutes.", minutes=7) in sent.text
+        assert swedish("Wait %(seconds)s seconds, then ask for a new code.", seconds=45) in sent.text
+        again = client.post("/activate/phone/send", data=csrf(client))
+        cooldown = swedish("Wait %(seconds)s seconds before asking for another code.", seconds=45)
+        assert again.status_code == 429 and cooldown in again.text
+        pages = {
+            "/register/verify/unknown": swedish(
+                "Activation links work once and for %(hours)s hours.", hours=48
+            ),
+            "/password/reset/unknown": swedish(
+                "Password reset links work once and for %(minutes)s minutes. Ask for a new one.", minutes=30
+            ),
+            "/account/email/confirm/unknown": swedish(
+                "Confirmation links work once and for %(hours)s hours, and not if the address has an ID "
+                "meanwhile.",
+                hours=12,
+            ),
+        }
+        for path, text in pages.items():
+            page = client.get(path, params={"lang": "sv"})
+            assert page.status_code == 410 and text in page.text, path
