@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onboarding import account_tokens, audit, sessions
-from onboarding.account_mail import render_account_email, send_account_email
+from onboarding.account_mail import AccountEmail, email_account
 from onboarding.accounts import (
     MARKETING_EMAIL,
     MARKETING_SMS,
@@ -76,25 +76,18 @@ def request_email_change(
         valid=timedelta(hours=hours),
     )
     if owner is None:
-        confirm = render_account_email(
-            settings,
-            language=account.language,
-            country=account.country,
-            first_name=account.first_name,
+        confirm = AccountEmail(
             subject=Text(N_("Confirm your new login email for %(brand)s"), {"brand": settings.brand_name}),
             paragraphs=[
                 Text(N_("Confirm that this is the new login email of your ID.")),
                 Text(N_("The link is valid for %(hours)s hours."), {"hours": hours}),
             ],
-            link=f"{settings.public_base_url.rstrip('/')}/account/email/confirm/{token}",
+            link=settings.public_url(f"/account/email/confirm/{token}"),
             link_label=Text(N_("Confirm my new email")),
         )
     else:
-        confirm = render_account_email(
-            settings,
-            language=owner.language,
-            country=owner.country,
-            first_name=owner.first_name,
+        # The address's owner reads this one, in their language.
+        confirm = AccountEmail(
             subject=Text(
                 N_("Someone tried to use your address for another %(brand)s ID"),
                 {"brand": settings.brand_name},
@@ -108,21 +101,10 @@ def request_email_change(
                 )
             ],
         )
-    send_account_email(
-        session,
-        settings,
-        to=address,
-        purpose="email_change_confirm",
-        now=now,
-        reference_id=None,
-        rendered=confirm,
-        language=account.language,
+    email_account(
+        session, settings, owner or account, confirm, purpose="email_change_confirm", now=now, to=address
     )
-    notice = render_account_email(
-        settings,
-        language=account.language,
-        country=account.country,
-        first_name=account.first_name,
+    notice = AccountEmail(
         subject=Text(
             N_("A change of your %(brand)s login email was requested"), {"brand": settings.brand_name}
         ),
@@ -139,16 +121,7 @@ def request_email_change(
             ),
         ],
     )
-    send_account_email(
-        session,
-        settings,
-        to=account.email,
-        purpose="email_change_notice",
-        now=now,
-        reference_id=None,
-        rendered=notice,
-        language=account.language,
-    )
+    email_account(session, settings, account, notice, purpose="email_change_notice", now=now)
     audit.record(session, "email_change_requested", now=now, account_id=account.id)
 
 

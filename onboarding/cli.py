@@ -61,14 +61,14 @@ def serve(
     settings = get_settings()
     if migrate:
         migrations.upgrade(settings.database_url)
-    base = settings.public_base_url.rstrip("/")
-    typer.echo(f"Serving on http://{host}:{port}  (public base URL {base})")
+    url = settings.public_url
+    typer.echo(f"Serving on http://{host}:{port}  (public base URL {url('')})")
     if settings.dev_mailbox_enabled:
-        typer.echo(f"No SMTP host configured: emails go to the development mailbox at {base}/dev/mailbox")
+        typer.echo(f"No SMTP host configured: emails go to the development mailbox at {url('/dev/mailbox')}")
     if settings.sms_backend == "dev":
-        typer.echo(f"No SMS gateway configured: text messages (codes) go to {base}/dev/sms")
-    typer.echo(f"Log in or create an ID without an invitation: {base}/login, {base}/register")
-    typer.echo(f"API documentation: {base}/api/docs")
+        typer.echo(f"No SMS gateway configured: text messages (codes) go to {url('/dev/sms')}")
+    typer.echo(f"Log in or create an ID without an invitation: {url('/login')}, {url('/register')}")
+    typer.echo(f"API documentation: {url('/api/docs')}")
     uvicorn.run(create_app(settings, run_scheduler=scheduler), host=host, port=port, log_level="warning")
 
 

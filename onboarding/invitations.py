@@ -56,7 +56,7 @@ def contact_for(settings: Settings, country: str | None, dealer: Dealer | None) 
 
 
 def link_for(settings: Settings, token: str) -> str:
-    return f"{settings.public_base_url.rstrip('/')}/i/{token}"
+    return settings.public_url(f"/i/{token}")
 
 
 def _is_postgresql(session: Session) -> bool:

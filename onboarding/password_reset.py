@@ -11,7 +11,7 @@ from enum import StrEnum
 from sqlalchemy.orm import Session
 
 from onboarding import account_tokens, audit, login, sessions
-from onboarding.account_mail import render_account_email, send_account_email
+from onboarding.account_mail import AccountEmail, email_account, render_account_email, send_account_email
 from onboarding.accounts import find_account, set_password
 from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import N_, Text
@@ -30,7 +30,7 @@ class IdentityCheck(StrEnum):
 
 
 def reset_link(settings: Settings, token: str) -> str:
-    return f"{settings.public_base_url.rstrip('/')}/password/reset/{token}"
+    return settings.public_url(f"/password/reset/{token}")
 
 
 def request_reset(
@@ -57,11 +57,7 @@ def request_reset(
         now=now,
         valid=timedelta(minutes=settings.password_reset_valid_minutes),
     )
-    rendered = render_account_email(
-        settings,
-        language=account.language if account else settings.default_language,
-        country=account.country if account else None,
-        first_name=account.first_name if account else None,
+    message = AccountEmail(
         subject=Text(N_("Reset your %(brand)s ID password"), {"brand": settings.brand_name}),
         paragraphs=[
             Text(N_("Someone, hopefully you, asked to reset the password of your ID.")),
@@ -73,20 +69,12 @@ def request_reset(
         link=reset_link(settings, token),
         link_label=Text(N_("Choose a new password")),
     )
+    rendered = render_account_email(settings, account, message)  # for an unknown address too: the same work
     audit.record(
         session, "password_reset_requested", now=now, account_id=account.id if account else None, ip=ip
     )
     if account is not None:
-        send_account_email(
-            session,
-            settings,
-            to=account.email,
-            purpose="password_reset",
-            now=now,
-            reference_id=None,
-            rendered=rendered,
-            language=account.language,
-        )
+        send_account_email(session, settings, account, rendered, purpose="password_reset", now=now)
 
 
 def open_link(session: Session, token: str | None, *, now: datetime) -> tuple[AccountToken, Account] | None:
@@ -151,24 +139,11 @@ def complete_reset(
 
 
 def notify_password_changed(session: Session, settings: Settings, account: Account, *, now: datetime) -> None:
-    rendered = render_account_email(
-        settings,
-        language=account.language,
-        country=account.country,
-        first_name=account.first_name,
+    email = AccountEmail(
         subject=Text(N_("Your %(brand)s ID password was changed"), {"brand": settings.brand_name}),
         paragraphs=[
             Text(N_("The password of your ID was changed, and every device was signed out.")),
             Text(N_("If that was not you, reset your password now and contact support.")),
         ],
     )
-    send_account_email(
-        session,
-        settings,
-        to=account.email,
-        purpose="password_changed",
-        now=now,
-        reference_id=None,
-        rendered=rendered,
-        language=account.language,
-    )
+    email_account(session, settings, account, email, purpose="password_changed", now=now)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onboarding import account_tokens, audit
-from onboarding.account_mail import render_account_email, send_account_email
+from onboarding.account_mail import AccountEmail, email_account
 from onboarding.accounts import NewAccount, add_account, find_account, validate_new_account
 from onboarding.i18n import N_, Text
 from onboarding.models import Account, AccountToken
@@ -23,7 +23,7 @@ from onboarding.settings import Settings
 
 
 def verification_link(settings: Settings, token: str) -> str:
-    return f"{settings.public_base_url.rstrip('/')}/register/verify/{token}"
+    return settings.public_url(f"/register/verify/{token}")
 
 
 def _abandoned(session: Session, account: Account, now: datetime) -> bool:
@@ -96,11 +96,7 @@ def send_verification(session: Session, settings: Settings, account: Account, *,
         now=now,
         valid=timedelta(hours=hours),
     )
-    rendered = render_account_email(
-        settings,
-        language=account.language,
-        country=account.country,
-        first_name=account.first_name,
+    email = AccountEmail(
         subject=Text(N_("Confirm your email address for your %(brand)s ID"), {"brand": settings.brand_name}),
         paragraphs=[
             Text(N_("Welcome! Confirm your email address to start using your ID.")),
@@ -109,24 +105,11 @@ def send_verification(session: Session, settings: Settings, account: Account, *,
         link=verification_link(settings, token),
         link_label=Text(N_("Activate my ID")),
     )
-    send_account_email(
-        session,
-        settings,
-        to=account.email,
-        purpose="verify_email",
-        now=now,
-        reference_id=None,
-        rendered=rendered,
-        language=account.language,
-    )
+    email_account(session, settings, account, email, purpose="verify_email", now=now)
 
 
 def _notify_existing(session: Session, settings: Settings, account: Account, *, now: datetime) -> None:
-    rendered = render_account_email(
-        settings,
-        language=account.language,
-        country=account.country,
-        first_name=account.first_name,
+    email = AccountEmail(
         subject=Text(
             N_("Someone tried to create a %(brand)s ID with your address"), {"brand": settings.brand_name}
         ),
@@ -134,19 +117,10 @@ def _notify_existing(session: Session, settings: Settings, account: Account, *, 
             Text(N_("Someone tried to create a new ID with this email address, which already has one.")),
             Text(N_("If it was you, log in with your password, or reset it if you have forgotten it.")),
         ],
-        link=f"{settings.public_base_url.rstrip('/')}/login",
+        link=settings.public_url("/login"),
         link_label=Text(N_("Log in")),
     )
-    send_account_email(
-        session,
-        settings,
-        to=account.email,
-        purpose="registration_notice",
-        now=now,
-        reference_id=None,
-        rendered=rendered,
-        language=account.language,
-    )
+    email_account(session, settings, account, email, purpose="registration_notice", now=now)
 
 
 def verify(session: Session, token: str | None, *, now: datetime, ip: str | None) -> Account | None:

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     def secure_cookies(self) -> bool:
         return self.public_base_url.startswith("https://")
 
+    def public_url(self, path: str) -> str:
+        """The address of ``path`` (``/…``) as people reach the service: for links in emails and SMS."""
+        return self.public_base_url.rstrip("/") + path
+
     def secret_key_value(self) -> str:
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
