@@ -389,9 +389,16 @@ def two_factor_off(
     return _done("/account/security", "two_factor_off")
 
 
+def _pin_page(
+    request: Request, me: sessions.CurrentSession, errors: list[FieldError] | None = None, status: int = 200
+) -> Response:
+    context = {"action": "/account/security/pin", "ask_password": True, "errors": by_field(errors or [])}
+    return _page(request, "pin.html", me, context, status=status)
+
+
 @router.get("/security/pin")
 def pin_form(request: Request, me: Me) -> Response:
-    return _page(request, "pin.html", me, {"action": "/account/security/pin", "ask_password": True})
+    return _pin_page(request, me)
 
 
 @router.post("/security/pin", dependencies=[Csrf])
@@ -417,13 +424,7 @@ def pin_reset(
         )
     except ValidationFailed as exc:
         session.rollback()
-        return _page(
-            request,
-            "pin.html",
-            me,
-            {"action": "/account/security/pin", "ask_password": True, "errors": by_field(exc.errors)},
-            status=422,
-        )
+        return _pin_page(request, me, exc.errors, status=422)
     session.commit()
     return _done("/account/security", "pin")
 

@@ -431,10 +431,26 @@ def pin_step(request: Request, session: Db) -> Response:
     if isinstance(guarded, Response):
         return guarded
     view, account = guarded
+    return _pin_page(request, view, account)
+
+
+def _pin_page(
+    request: Request,
+    view: LinkView,
+    account: Account,
+    errors: list[FieldError] | None = None,
+    status: int = 200,
+) -> Response:
     return render(
         request,
         "pin.html",
-        {**_context(request, view), "errors": {}, "action": "/activate/pin", "signed_in_as": account.email},
+        {
+            **_context(request, view),
+            "errors": by_field(errors or []),
+            "action": "/activate/pin",
+            "signed_in_as": account.email,
+        },
+        status=status,
         language=_language(view),
     )
 
@@ -463,18 +479,7 @@ def pin_submit(
             ip=client_ip(request),
         )
     except ValidationFailed as exc:
-        return render(
-            request,
-            "pin.html",
-            {
-                **_context(request, view),
-                "errors": by_field(exc.errors),
-                "action": "/activate/pin",
-                "signed_in_as": account.email,
-            },
-            status=422,
-            language=_language(view),
-        )
+        return _pin_page(request, view, account, exc.errors, status=422)
     add_event(session, view.order, "pin_set", "buyer", now)
     return _advance(session, view)
 
