@@ -613,7 +613,7 @@ def report(
     print(f"raw Argon2id ({threads} at once, as the server hashes): {best_raw:.1f}/s per core at best")
     ratio = statistics.median(r.ratio for r in rounds)
     print(
-        f"ratio {ratio:.2f}, the median of {len(rounds)} rounds "
+        f"ratio {ratio:.3f}, the median of {len(rounds)} rounds "
         f"(target >= {TARGET}: {'met' if ratio >= TARGET else 'NOT met'})"
     )
     print(
