@@ -352,14 +352,14 @@ def _backup_codes_page(request: Request, me: sessions.CurrentSession, codes: lis
 def regenerate_backup_codes(
     request: Request, session: Db, me: Me, password: Annotated[str, Form(max_length=1024)] = ""
 ) -> Response:
-    if not me.account.two_factor:
-        return RedirectResponse("/account/security", status_code=303)
     try:
         codes = two_factor.regenerate_backup_codes(
             session, settings_of(request), me.account, password=password, now=utcnow()
         )
     except ValidationFailed as exc:
         return _security(request, session, me, status=422, errors=by_field(exc.errors), form="backup")
+    if codes is None:
+        return RedirectResponse("/account/security", status_code=303)
     session.commit()
     return _backup_codes_page(request, me, codes)
 

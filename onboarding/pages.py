@@ -23,7 +23,7 @@ from onboarding.errors import FieldError, ValidationFailed
 from onboarding.i18n import Text
 from onboarding.invitations import LinkState, LinkView
 from onboarding.models import Account
-from onboarding.support_requests import record_request, request_new_invitation
+from onboarding.support_requests import request_new_invitation, request_phone_help
 from onboarding.web import client_ip, commit, csrf_protect, db_session, render, session_of, settings_of
 from vehicles.service import KNOWN_COUNTRIES, add_event
 
@@ -402,15 +402,13 @@ def wrong_number(
     if isinstance(guarded, Response):
         return guarded
     view, account = guarded
-    support_request = record_request(
+    support_request = request_phone_help(
         session,
         settings_of(request),
-        kind=kind if kind in ("wrong_phone", "no_sms") else "wrong_phone",
         now=utcnow(),
+        view=view,
         contact_email=account.email,
-        order=view.order,
-        dealer=view.dealer,
-        invitation=view.invitation,
+        kind=kind,
         message=message,
     )
     commit(request, session, background)

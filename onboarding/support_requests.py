@@ -89,6 +89,31 @@ def record_request(
     return request
 
 
+def request_phone_help(
+    session: Session,
+    settings: Settings,
+    *,
+    now: datetime,
+    view: LinkView,
+    contact_email: str,
+    kind: str,
+    message: str = "",
+) -> SupportRequest:
+    """ "Wrong number?" or "no SMS?" from the activation's phone step, routed like the order (the dealer
+    or support can correct the number). Any other ``kind`` is taken as a wrong number."""
+    return record_request(
+        session,
+        settings,
+        kind=kind if kind in ("wrong_phone", "no_sms") else "wrong_phone",
+        now=now,
+        contact_email=contact_email,
+        order=view.order,
+        dealer=view.dealer,
+        invitation=view.invitation,
+        message=message,
+    )
+
+
 def request_new_invitation(
     session: Session,
     settings: Settings,

@@ -154,8 +154,11 @@ def use_backup_code(
 
 def regenerate_backup_codes(
     session: Session, settings: Settings, account: Account, *, password: str, now: datetime
-) -> list[str]:
-    """Ten new codes after the password; raises ``ValidationFailed``."""
+) -> list[str] | None:
+    """Ten new codes after the password (the old ones stop working); raises ``ValidationFailed``.
+    None while two-step verification is off: backup codes are only a second factor's stand-in."""
+    if not account.two_factor:
+        return None
     require_password(account, password)
     return new_backup_codes(session, settings, account, now=now)
 

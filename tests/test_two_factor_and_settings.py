@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import pyotp
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from onboarding.app import create_app
 from onboarding.clock import utcnow
@@ -286,6 +286,13 @@ def test_backup_codes_can_be_regenerated_with_the_password(
 ) -> None:
     make_account(db.factory, settings, utcnow())
     log_in(client)
+    # Not while two-step verification is off: a backup code stands in for a second factor.
+    off = client.post(
+        "/account/security/backup-codes", data={**csrf(client), "password": PASSWORD}, follow_redirects=False
+    )
+    assert off.headers["location"] == "/account/security"
+    with db.factory() as session:
+        assert session.scalar(select(func.count()).select_from(BackupCode)) == 0
     _totp, old = _enrol_totp(client)
     refused = client.post(
         "/account/security/backup-codes", data={**csrf(client), "password": "wrong-one-123"}
