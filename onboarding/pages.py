@@ -24,7 +24,17 @@ from onboarding.i18n import Text
 from onboarding.invitations import LinkState, LinkView
 from onboarding.models import Account
 from onboarding.support_requests import request_new_invitation, request_phone_help
-from onboarding.web import client_ip, commit, csrf_protect, db_session, render, session_of, settings_of
+from onboarding.web import (
+    PASSWORD_REQUESTS,
+    client_ip,
+    commit,
+    csrf_protect,
+    db_session,
+    in_one_thread,
+    render,
+    session_of,
+    settings_of,
+)
 from vehicles.service import KNOWN_COUNTRIES, add_event
 
 router = APIRouter(include_in_schema=False)
@@ -247,23 +257,25 @@ def create_id(
 
 
 @router.post("/activate/login", dependencies=[Csrf])
-def login_existing(
-    request: Request, session: Db, password: Annotated[str, Form(max_length=1024)] = ""
-) -> Response:
+async def login_existing(request: Request, password: Annotated[str, Form(max_length=1024)] = "") -> Response:
     """The invitation's address has an ID: the same login as everywhere (lockout, rate limits, two-step
-    verification), then back to the flow, which links the car to it."""
-    view, token = _current(request, session)
-    if view.state is not LinkState.VALID:
-        return _link_problem(request, view, token)
-    assert view.invitation is not None
-    return password_login(
-        request,
-        session,
-        email=view.invitation.email,
-        password=password,
-        next_url="/activate/id",
-        form={"email_fixed": True, "action": "/activate/login"},
-    )
+    verification, one per core like ``/login``), then back to the flow, which links the car to it."""
+
+    def work(session: Session) -> Response:
+        view, token = _current(request, session)
+        if view.state is not LinkState.VALID:
+            return _link_problem(request, view, token)
+        assert view.invitation is not None
+        return password_login(
+            request,
+            session,
+            email=view.invitation.email,
+            password=password,
+            next_url="/activate/id",
+            form={"email_fixed": True, "action": "/activate/login"},
+        )
+
+    return await in_one_thread(request, work, limiter=PASSWORD_REQUESTS)
 
 
 def _advance(session: Session, view: LinkView) -> Response:
