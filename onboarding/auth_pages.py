@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from onboarding import audit, login, password_reset, registration, sessions, sms_codes, two_factor
@@ -388,55 +389,47 @@ def register_page(request: Request) -> Response:
     return _register_form(request, values={"language": None})
 
 
+class IdForm(BaseModel):
+    """The fields of the ID form (_id_fields.html), as the activation shows it."""
+
+    password: str = Field("", max_length=1024)
+    password_confirmation: str = Field("", max_length=1024)
+    first_name: str = Field("", max_length=200)
+    last_name: str = Field("", max_length=200)
+    birth_date: str = Field("", max_length=20)
+    country: str = Field("", max_length=8)
+    language: str = Field("", max_length=8)
+    accept_terms: bool = False
+    accept_privacy: bool = False
+
+    def new_account(self, *, email: str, phone: str | None = None) -> NewAccount:
+        return NewAccount(email=email, phone=phone, **self.model_dump(exclude={"email"}))
+
+    def shown_again(self) -> dict[str, Any]:
+        """What the form shows again after an error: everything but the passwords."""
+        return self.model_dump(exclude={"password", "password_confirmation"})
+
+
+class RegistrationForm(IdForm):
+    """Self-registration's ID form: the address too, and the optional marketing consent."""
+
+    email: str = Field("", max_length=320)
+    marketing_email: bool = False
+
+
 @router.post("/register", dependencies=[Csrf])
 def register_submit(
-    request: Request,
-    session: Db,
-    background: BackgroundTasks,
-    email: Annotated[str, Form(max_length=320)] = "",
-    password: Annotated[str, Form(max_length=1024)] = "",
-    password_confirmation: Annotated[str, Form(max_length=1024)] = "",
-    first_name: Annotated[str, Form(max_length=200)] = "",
-    last_name: Annotated[str, Form(max_length=200)] = "",
-    birth_date: Annotated[str, Form(max_length=20)] = "",
-    country: Annotated[str, Form(max_length=8)] = "",
-    language: Annotated[str, Form(max_length=8)] = "",
-    accept_terms: Annotated[bool, Form()] = False,
-    accept_privacy: Annotated[bool, Form()] = False,
-    marketing_email: Annotated[bool, Form()] = False,
+    request: Request, session: Db, background: BackgroundTasks, form: Annotated[RegistrationForm, Form()]
 ) -> Response:
     settings = settings_of(request)
-    values = {
-        "email": email,
-        "first_name": first_name,
-        "last_name": last_name,
-        "birth_date": birth_date,
-        "country": country,
-        "language": language,
-        "accept_terms": accept_terms,
-        "accept_privacy": accept_privacy,
-        "marketing_email": marketing_email,
-    }
-    data = NewAccount(
-        email=email,
-        password=password,
-        password_confirmation=password_confirmation,
-        first_name=first_name,
-        last_name=last_name,
-        birth_date=birth_date,
-        country=country,
-        language=language,
-        accept_terms=accept_terms,
-        accept_privacy=accept_privacy,
-        marketing_email=marketing_email,
-    )
+    data = form.new_account(email=form.email)
     try:
         registration.register(
             session, settings, rate_limits(request), data, now=utcnow(), ip=client_ip(request)
         )
     except ValidationFailed as exc:
         status = 429 if isinstance(exc, TooManyAttempts) else 422
-        return _register_form(request, errors=exc.errors, values=values, status=status)
+        return _register_form(request, errors=exc.errors, values=form.shown_again(), status=status)
     commit(request, session, background)
     return message_page(
         request,
@@ -444,14 +437,14 @@ def register_submit(
         [
             lazy_gettext(
                 "We sent a link to %(email)s. Open it within %(hours)s hours to activate your ID.",
-                email=email.strip().lower(),
+                email=form.email.strip().lower(),
                 hours=settings.email_verification_valid_hours,
             ),
             lazy_gettext("You cannot use your ID until your email address is confirmed."),
             lazy_gettext("No email? Look in your spam folder, or log in to send the link again."),
         ],
         [("/login", lazy_gettext("I have confirmed it: log in")), ("/", lazy_gettext("Do this later"))],
-        language=language or None,
+        language=form.language or None,
     )
 
 

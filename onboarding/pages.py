@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from notifications.support import directory_countries
 from onboarding import activation, invitations, pin, sessions, sms_codes
-from onboarding.accounts import NewAccount, create_account, find_account
+from onboarding.accounts import create_account, find_account
 from onboarding.auth_pages import (
+    IdForm,
     by_field,
     code_problem,
     password_login,
@@ -197,19 +198,7 @@ def _id_form(
 
 
 @router.post("/activate/id", dependencies=[Csrf])
-def create_id(
-    request: Request,
-    session: Db,
-    password: Annotated[str, Form(max_length=1024)] = "",
-    password_confirmation: Annotated[str, Form(max_length=1024)] = "",
-    first_name: Annotated[str, Form(max_length=200)] = "",
-    last_name: Annotated[str, Form(max_length=200)] = "",
-    birth_date: Annotated[str, Form(max_length=20)] = "",
-    country: Annotated[str, Form(max_length=8)] = "",
-    language: Annotated[str, Form(max_length=8)] = "",
-    accept_terms: Annotated[bool, Form()] = False,
-    accept_privacy: Annotated[bool, Form()] = False,
-) -> Response:
+def create_id(request: Request, session: Db, form: Annotated[IdForm, Form()]) -> Response:
     view, token = _current(request, session)
     if view.state is not LinkState.VALID:
         return _link_problem(request, view, token)
@@ -218,34 +207,14 @@ def create_id(
         return RedirectResponse(_next_url(session, view), status_code=303)
     settings = settings_of(request)
     now = utcnow()
-    data = NewAccount(
-        email=view.invitation.email,  # proven by the link; the form cannot change it
-        password=password,
-        password_confirmation=password_confirmation,
-        first_name=first_name,
-        last_name=last_name,
-        birth_date=birth_date,
-        country=country,
-        language=language,
-        accept_terms=accept_terms,
-        accept_privacy=accept_privacy,
-        phone=view.order.buyer_phone,
-    )
+    # The address is the invitation's, proven by the link: the form cannot change it.
+    data = form.new_account(email=view.invitation.email, phone=view.order.buyer_phone)
     try:
         account = create_account(
             session, data, settings=settings, now=now, via="invitation", email_verified=True
         )
     except ValidationFailed as exc:
-        values = {
-            "accept_terms": accept_terms,
-            "accept_privacy": accept_privacy,
-            "first_name": first_name,
-            "last_name": last_name,
-            "birth_date": birth_date,
-            "country": country,
-            "language": language,
-        }
-        return _id_form(request, session, view, errors=exc.errors, values=values, status=422)
+        return _id_form(request, session, view, errors=exc.errors, values=form.shown_again(), status=422)
     invitations.attach_account(session, view, account, now=now, created=True)
     step = activation.next_step(session, view.invitation, view.model)
     if step is None:

@@ -86,7 +86,9 @@ def test_order_to_created_id(
             client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]["stage"] == "opened"
         )
 
-        created = client.post("/activate/id", data=_create_form(client), follow_redirects=False)
+        # A marketing consent the activation's form does not offer is not recorded, even if sent.
+        form = {**_create_form(client), "marketing_email": "true"}
+        created = client.post("/activate/id", data=form, follow_redirects=False)
         assert created.status_code == 303, created.text
         assert created.headers["location"] == "/activate/phone"
         state = client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]
