@@ -22,6 +22,7 @@ from onboarding.ratelimit import TOO_MANY_ATTEMPTS, TooManyAttempts
 from onboarding.web import (
     PASSWORD_REQUESTS,
     SESSION_COOKIE,
+    AnsweredInstead,
     clear_session_cookie,
     client_ip,
     commit,
@@ -603,7 +604,7 @@ def _reset_page(
     message: Text | None = None,
     status: int = 200,
 ) -> Response:
-    """The reset page for an open link (``_open_reset``)."""
+    """The reset page for an open link (``ResetLink``)."""
     sms = None
     if account.has_verified_phone:
         assert account.phone is not None
@@ -624,25 +625,26 @@ def _reset_page(
     )
 
 
-def _open_reset(request: Request, session: Session) -> tuple[AccountToken, Account] | None:
-    return password_reset.open_link(session, request.cookies.get(RESET_COOKIE), now=utcnow())
+def open_reset_link(request: Request, session: Db) -> tuple[AccountToken, Account]:
+    """The reset link of the browser's cookie, or the "link no longer works" page instead."""
+    found = password_reset.open_link(session, request.cookies.get(RESET_COOKIE), now=utcnow())
+    if found is None:
+        raise AnsweredInstead(_reset_link_problem(request))
+    return found
+
+
+ResetLink = Annotated[tuple[AccountToken, Account], Depends(open_reset_link)]
 
 
 @router.get("/password/reset")
-def reset_page(request: Request, session: Db) -> Response:
-    found = _open_reset(request, session)
-    if found is None:
-        return _reset_link_problem(request)
+def reset_page(request: Request, session: Db, found: ResetLink) -> Response:
     return _reset_page(request, session, *found)
 
 
 @router.post("/password/reset/birth-date", dependencies=[Csrf])
 def reset_birth_date(
-    request: Request, session: Db, birth_date: Annotated[str, Form(max_length=20)] = ""
+    request: Request, session: Db, found: ResetLink, birth_date: Annotated[str, Form(max_length=20)] = ""
 ) -> Response:
-    found = _open_reset(request, session)
-    if found is None:
-        return _reset_link_problem(request)
     row, account = found
     outcome = password_reset.confirm_birth_date(
         session, row, account, parse_date(birth_date), now=utcnow(), ip=client_ip(request)
@@ -673,10 +675,7 @@ def reset_birth_date(
 
 
 @router.post("/password/reset/sms", dependencies=[Csrf])
-def reset_send_sms(request: Request, session: Db, background: BackgroundTasks) -> Response:
-    found = _open_reset(request, session)
-    if found is None:
-        return _reset_link_problem(request)
+def reset_send_sms(request: Request, session: Db, background: BackgroundTasks, found: ResetLink) -> Response:
     _row, account = found
     if not account.has_verified_phone or account.phone is None:
         return RedirectResponse("/password/reset", status_code=303)
@@ -688,11 +687,8 @@ def reset_send_sms(request: Request, session: Db, background: BackgroundTasks) -
 
 @router.post("/password/reset/sms-code", dependencies=[Csrf])
 def reset_check_sms(
-    request: Request, session: Db, code: Annotated[str, Form(max_length=20)] = ""
+    request: Request, session: Db, found: ResetLink, code: Annotated[str, Form(max_length=20)] = ""
 ) -> Response:
-    found = _open_reset(request, session)
-    if found is None:
-        return _reset_link_problem(request)
     row, account = found
     if not account.has_verified_phone or account.phone is None:
         return RedirectResponse("/password/reset", status_code=303)
@@ -731,12 +727,10 @@ def reset_new_password(
     request: Request,
     session: Db,
     background: BackgroundTasks,
+    found: ResetLink,
     password: Annotated[str, Form(max_length=1024)] = "",
     password_confirmation: Annotated[str, Form(max_length=1024)] = "",
 ) -> Response:
-    found = _open_reset(request, session)
-    if found is None:
-        return _reset_link_problem(request)
     row, account = found
     try:
         password_reset.complete_reset(

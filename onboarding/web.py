@@ -222,6 +222,20 @@ def _sign_in_required(request: Request, exc: Exception) -> Response:
     return RedirectResponse(exc.location, status_code=303)
 
 
+class AnsweredInstead(Exception):
+    """Raised by a page dependency that answers the request itself (a link that no longer works,
+    say), so that each route using it need not check."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _answered_instead(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AnsweredInstead)
+    return exc.response
+
+
 def session_of(
     request: Request, session: Session, *, stages: tuple[str, ...] = (sessions.FULL,)
 ) -> sessions.CurrentSession | None:
@@ -348,4 +362,5 @@ EXCEPTION_HANDLERS = {
     Forbidden: _forbidden,
     StarletteHTTPException: _http_error,
     SignInRequired: _sign_in_required,
+    AnsweredInstead: _answered_instead,
 }

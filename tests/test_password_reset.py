@@ -187,3 +187,25 @@ def test_five_wrong_birth_dates_cancel_the_link(db: Database, settings: Settings
     assert statuses == [422, 422, 422, 422, 403]
     right = client.post("/password/reset/birth-date", data={**csrf(client), "birth_date": BIRTH.isoformat()})
     assert right.status_code == 410
+
+
+def test_every_reset_step_needs_an_open_link(db: Database, settings: Settings, client: TestClient) -> None:
+    """Without the link's cookie, or with a forged one, every step answers "this link no longer works"
+    and changes nothing."""
+    account_id = make_account(db.factory, settings, utcnow())
+    before = account(db.factory).password_hash
+    steps = [
+        ("get", "/password/reset", {}),
+        ("post", "/password/reset/birth-date", {"birth_date": BIRTH.isoformat()}),
+        ("post", "/password/reset/sms", {}),
+        ("post", "/password/reset/sms-code", {"code": "123456"}),
+        ("post", "/password/reset/new", {"password": NEW_PASSWORD, "password_confirmation": NEW_PASSWORD}),
+    ]
+    for cookie in (None, "forged-" + "x" * 40):
+        if cookie:
+            client.cookies.set("onb_reset", cookie, path="/password")
+        for method, path, form in steps:
+            data = {**csrf(client), **form} if method == "post" else None
+            answer = client.request(method, path, data=data, follow_redirects=False)
+            assert answer.status_code == 410 and "This link no longer works" in answer.text, (cookie, path)
+    assert account(db.factory).password_hash == before and account(db.factory).id == account_id
