@@ -162,6 +162,8 @@ def test_vehicle_service_messages_match_their_source() -> None:
 
 def test_password_length_message_matches_the_rule() -> None:
     assert f"at least {MIN_PASSWORD_LENGTH} characters" in PASSWORD_TOO_SHORT
+    hint = (ROOT / "onboarding" / "templates" / "_forms.html").read_text(encoding="utf-8")
+    assert f'_("At least {MIN_PASSWORD_LENGTH} characters.' in hint  # the new-password fields' hint
     assert password_problems("x" * (MIN_PASSWORD_LENGTH - 1)) == [PASSWORD_TOO_SHORT]
 
 
