@@ -48,6 +48,16 @@ def _enrol_totp(client: TestClient) -> tuple[pyotp.TOTP, list[str]]:
     return totp, codes
 
 
+def _at_the_second_factor(client: TestClient) -> tuple[pyotp.TOTP, list[str]]:
+    """Sign in, turn on the authenticator app, sign out and give the password again: the login now
+    waits for the second factor."""
+    log_in(client)
+    enrolled = _enrol_totp(client)
+    client.post("/logout", data=csrf(client))
+    assert log_in(client).headers["location"].startswith("/login/verify")
+    return enrolled
+
+
 def test_totp_login_without_code_reuse_and_backup_codes_once(
     db: Database, settings: Settings, client: TestClient
 ) -> None:
@@ -120,10 +130,7 @@ def test_the_second_factor_session_is_replaced_at_full_login(
     db: Database, settings: Settings, client: TestClient
 ) -> None:
     make_account(db.factory, settings, utcnow())
-    log_in(client)
-    totp, _codes = _enrol_totp(client)
-    client.post("/logout", data=csrf(client))
-    log_in(client)
+    totp, _codes = _at_the_second_factor(client)
     half = client.cookies["onb_session"]
     client.post(
         "/login/verify", data={**csrf(client), "method": "totp", "code": totp.at(utcnow(), counter_offset=1)}
@@ -251,10 +258,7 @@ def test_wrong_second_factor_codes_count_towards_the_lockout(
     db: Database, settings: Settings, client: TestClient
 ) -> None:
     make_account(db.factory, settings, utcnow())
-    log_in(client)
-    _enrol_totp(client)
-    client.post("/logout", data=csrf(client))
-    log_in(client)
+    _at_the_second_factor(client)
     statuses = [
         client.post(
             "/login/verify", data={**csrf(client), "method": "backup", "code": "aaaaa-bbbbb"}
@@ -271,10 +275,7 @@ def test_second_factor_codes_are_limited_per_account(db: Database, settings: Set
     limited = settings.model_copy(update={"rate_limit_login_per_account": "5/minute"})
     make_account(db.factory, settings, utcnow())
     with TestClient(create_app(limited, session_factory=db.factory)) as client:
-        log_in(client)
-        _enrol_totp(client)
-        client.post("/logout", data=csrf(client))
-        assert log_in(client).headers["location"].startswith("/login/verify")
+        _at_the_second_factor(client)
         wrong = {**csrf(client), "method": "backup", "code": "aaaaa-bbbbb"}
         statuses = [client.post("/login/verify", data=wrong).status_code for _ in range(6)]
     assert statuses == [401] * 5 + [429]
