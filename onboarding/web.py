@@ -209,22 +209,9 @@ def api_caller(request: Request, session: Session = Depends(db_session)) -> ApiC
 # --- signed-in people -----------------------------------------------------------------------------
 
 
-class SignInRequired(Exception):
-    """Raised by page dependencies; answered with a redirect to the login page (or resend page)."""
-
-    def __init__(self, location: str) -> None:
-        super().__init__(location)
-        self.location = location
-
-
-def _sign_in_required(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, SignInRequired)
-    return RedirectResponse(exc.location, status_code=303)
-
-
 class AnsweredInstead(Exception):
-    """Raised by a page dependency that answers the request itself (a link that no longer works,
-    say), so that each route using it need not check."""
+    """Raised by a page dependency that answers the request itself (a redirect to log in, a link
+    that no longer works), so that each route using it need not check."""
 
     def __init__(self, response: Response) -> None:
         super().__init__(response.status_code)
@@ -250,9 +237,9 @@ def signed_in(request: Request, session: Session = Depends(db_session)) -> sessi
     """The signed-in person of a page; otherwise a redirect to log in and come back."""
     current = session_of(request, session, stages=(sessions.FULL, sessions.UNVERIFIED))
     if current is None:
-        raise SignInRequired(f"/login?next={quote(request.url.path)}")
+        raise AnsweredInstead(RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303))
     if current.stage == sessions.UNVERIFIED:
-        raise SignInRequired("/register/pending")
+        raise AnsweredInstead(RedirectResponse("/register/pending", status_code=303))
     return current
 
 
@@ -361,6 +348,5 @@ EXCEPTION_HANDLERS = {
     NotFound: _not_found,
     Forbidden: _forbidden,
     StarletteHTTPException: _http_error,
-    SignInRequired: _sign_in_required,
     AnsweredInstead: _answered_instead,
 }
