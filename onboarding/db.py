@@ -135,10 +135,11 @@ def begin_single_statement(session: Session) -> None:
     """Begins a unit of work that is one statement. On PostgreSQL it runs in autocommit: a statement
     is atomic on its own, and ``BEGIN`` and ``COMMIT`` would be two round trips more. Only when the
     session has no transaction yet and nothing to flush (a flush would commit apart from it);
-    otherwise, and on SQLite, the usual transaction."""
+    otherwise, and on other databases (``sessions.rotate`` is one statement only on PostgreSQL), the
+    usual transaction."""
     if session.in_transaction() or session.new or session.dirty or session.deleted:
         return
-    if session.get_bind().dialect.name != "sqlite":
+    if session.get_bind().dialect.name == "postgresql":
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
