@@ -97,7 +97,7 @@ def test_an_address_with_an_id_gets_the_same_answer_and_its_owner_a_notice(
 ) -> None:
     make_account(db.factory, settings, utcnow(), email="nils@example.com")
     fresh = client.post("/register", data=_form(client, email="other@example.com"))
-    taken = client.post("/register", data=_form(client))
+    taken = client.post("/register", data=_form(client))  # country NO; the ID is SE's: one email, one country
     assert fresh.status_code == taken.status_code == 200
     assert fresh.content.replace(b"other@example.com", b"X") == taken.content.replace(
         b"nils@example.com", b"X"
