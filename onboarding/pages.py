@@ -278,6 +278,14 @@ def _step_guard(request: Request, session: Session, step: str) -> tuple[LinkView
 # --- mobile number ------------------------------------------------------------------------------------
 
 
+def _number_to_verify(view: LinkView) -> str:
+    """The activation verifies the number on the order, which the dealer (or support, on the buyer's
+    request) can correct: also for an existing ID that has no number or an unverified one. Verified, it
+    becomes the ID's number (``sms_codes.verify_phone``)."""
+    assert view.order is not None
+    return view.order.buyer_phone
+
+
 def _phone_page(
     request: Request,
     session: Session,
@@ -288,9 +296,8 @@ def _phone_page(
     message: Text | None = None,
     status: int = 200,
 ) -> Response:
-    assert account.phone is not None
     state = sms_codes.state(
-        session, settings_of(request), account.id, sms_codes.PHONE, account.phone, now=utcnow()
+        session, settings_of(request), account.id, sms_codes.PHONE, _number_to_verify(view), now=utcnow()
     )
     return render(
         request,
@@ -322,9 +329,8 @@ def phone_send(request: Request, session: Db, background: BackgroundTasks) -> Re
     if isinstance(guarded, Response):
         return guarded
     view, account = guarded
-    assert account.phone is not None
     message, status = send_sms_code(
-        request, session, background, account, purpose=sms_codes.PHONE, phone=account.phone
+        request, session, background, account, purpose=sms_codes.PHONE, phone=_number_to_verify(view)
     )
     return _phone_page(request, session, view, account, message=message, status=status)
 
@@ -335,10 +341,16 @@ def phone_check(request: Request, session: Db, code: Annotated[str, Form(max_len
     if isinstance(guarded, Response):
         return guarded
     view, account = guarded
-    assert account.phone is not None and view.order is not None
+    assert view.order is not None
     now = utcnow()
     outcome = sms_codes.verify_phone(
-        session, settings_of(request), account, phone=account.phone, code=code, now=now, ip=client_ip(request)
+        session,
+        settings_of(request),
+        account,
+        phone=_number_to_verify(view),
+        code=code,
+        now=now,
+        ip=client_ip(request),
     )
     if outcome is not sms_codes.CheckOutcome.OK:
         session.commit()  # keeps the failure count
@@ -354,14 +366,13 @@ def wrong_number_form(request: Request, session: Db) -> Response:
     guarded = _step_guard(request, session, activation.PHONE)
     if isinstance(guarded, Response):
         return guarded
-    view, account = guarded
-    assert account.phone is not None
+    view, _account = guarded
     return render(
         request,
         "wrong_number.html",
         {
             **_context(request, view),
-            "masked": sms_codes.mask_phone(account.phone),
+            "masked": sms_codes.mask_phone(_number_to_verify(view)),
             "errors": {},
             "values": {},
         },
