@@ -65,13 +65,39 @@ class Settings(BaseSettings):
     sms_max_sends_per_hour: int = 5
     pin_max_failures: int = 3
 
+    # The requests' connection pool and admission (onboarding/admission.py): a request holds at most
+    # one connection, and no more requests hold a session than the pool has connections, so none
+    # waits for a connection. The rest queue briefly; beyond that they are answered 503 at once.
+    db_pool_size: int = 10
+    db_max_overflow: int = 5  # spare connections, e.g. for a request's messages sent after its response
+    requests_in_flight: int | None = None  # requests holding a database session; None: db_pool_size
+    requests_waiting: int = 1000  # requests queued for a slot; more are answered 503 at once
+    request_queue_seconds: float = 10.0  # longest wait for a slot before 503
+    # How long a request's write waits for SQLite's single write lock before it answers 503.
+    sqlite_request_busy_seconds: float = 5.0
+    scheduler_db_pool_size: int = 4  # the scheduler's own pool: requests never take its connections
+
+    # Request bodies larger than this are answered 413 before being read whole.
+    max_body_bytes: int = 1024 * 1024
+
     invitation_lead_days: int = 14
     invitation_valid_days: int = 14
     invitation_reminder_days: int = 7
     scheduler_interval_seconds: int = 20
     scheduler_batch_size: int = 1000
     outbox_max_attempts: int = 20
-    outbox_lease_seconds: int = 300
+    # How long a claimed message is reserved for its sender; a living sender renews it every third
+    # of this, so it only bounds how soon a dead process's claims are taken over.
+    outbox_lease_seconds: int = 60
+    # At most this many messages per process handed to the mail server and not yet recorded as
+    # sent: the most a crash can send twice. Unset: ``smtp_concurrency``. Larger values let
+    # outcomes be stored in larger groups (less database work per message).
+    outbox_unrecorded_limit: int | None = None
+
+    # CSV import (vehicles/csv_import.py): rows per committed chunk (SQLite's write lock is held for
+    # one chunk at a time), and processes checking a large file's rows (None: one per CPU).
+    csv_import_chunk_rows: int = 1000
+    csv_import_workers: int | None = None
 
     terms_version: str = "2026-01"
     privacy_version: str = "2026-01"
@@ -87,6 +113,10 @@ class Settings(BaseSettings):
     @property
     def secure_cookies(self) -> bool:
         return self.public_base_url.startswith("https://")
+
+    @property
+    def unrecorded_limit(self) -> int:
+        return self.outbox_unrecorded_limit or self.smtp_concurrency
 
     def public_url(self, path: str) -> str:
         """The address of ``path`` (``/…``) as people reach the service: for links in emails and SMS."""

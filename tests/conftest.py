@@ -5,6 +5,7 @@ Every test that takes ``db`` runs once per available database."""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
@@ -26,6 +27,7 @@ from onboarding import migrations
 from onboarding.api_keys import create_api_key
 from onboarding.app import create_app
 from onboarding.db import Base, make_engine, make_session_factory, transaction
+from onboarding.logconfig import configure_logging
 from onboarding.settings import Settings
 from vehicles.models import Powertrain
 from vehicles.schemas import DealerIn, VehicleModelIn
@@ -115,7 +117,37 @@ def client(settings: Settings, db: Database) -> Iterator[TestClient]:
 def api_headers(db: Database) -> dict[str, str]:
     with transaction(db.factory) as session:
         _key, plaintext = create_api_key(session, "test order system", now=NOW)
+    ISSUED_API_KEYS.append(plaintext)
     return {"Authorization": f"Bearer {plaintext}"}
+
+
+# --- every log line of the run: tests/test_log_privacy.py checks it for personal data and keys ---
+
+ISSUED_API_KEYS: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def log_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    configure_logging()  # as the app and the command line do; jobs run here without either
+    path = tmp_path_factory.mktemp("logs") / "run.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    # The root sees the service's and libraries' records; uvicorn's own loggers do not propagate.
+    loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.access")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield path
+    for logger in loggers:
+        logger.removeHandler(handler)
+    handler.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "runs_last: runs after every other test of the run")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)
 
 
 SERVICES = {"SE": ["navigation", "remote_climate"], "DE": ["navigation"], "US": ["navigation"]}

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from onboarding.db import Base, UTCDateTime
@@ -60,7 +60,18 @@ class VehicleModel(Base):
 
 class Order(Base):
     __tablename__ = "orders"
-    __table_args__ = (Index("ix_orders_dealer_code_created_at", "dealer_code", "created_at"),)
+    __table_args__ = (
+        Index("ix_orders_dealer_code_created_at", "dealer_code", "created_at"),
+        # One VIN belongs to one live order (SPEC §3.1): held by the database, so two requests that
+        # both checked before either stored cannot both store it. Cancelled orders free their VIN.
+        Index(
+            "uq_orders_vin_live",
+            "vin",
+            unique=True,
+            sqlite_where=text("production_status != 'cancelled'"),
+            postgresql_where=text("production_status != 'cancelled'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     order_number: Mapped[str] = mapped_column(String(64), unique=True)

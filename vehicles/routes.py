@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, Security
+from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
 from onboarding import invitations
 from onboarding.clock import utcnow
 from onboarding.errors import Forbidden
 from onboarding.settings import Settings
-from onboarding.web import ApiCaller, api_caller, db_session, settings_of
+from onboarding.text_rules import SafeStr
+from onboarding.web import ApiCaller, api_caller, db_session, problem_responses, settings_of
 from vehicles import service
 from vehicles.models import Dealer, Order, VehicleModel
 from vehicles.schemas import (
@@ -25,9 +27,32 @@ from vehicles.schemas import (
     VinIn,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["order system"])
 
-Code = Annotated[str, Path(min_length=1, max_length=64)]
+async def _json_body(request: Request) -> None:
+    """A body the APIs read is JSON; anything else is answered 415 rather than "invalid fields".
+    ``async``: a plain function would take a worker thread for every API request before admission
+    (with 500 clients queued, their hops crowded out the admitted requests' threads)."""
+    if request.method not in ("PUT", "POST", "PATCH"):
+        return
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise HTTPException(415, "Unsupported media type")
+
+
+# Documents the bearer API key in OpenAPI; ``api_caller`` checks it and answers the 401 problem.
+bearer_api_key = HTTPBearer(auto_error=False, description="An API key (`onboarding api-keys create`)")
+
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["order system"],
+    dependencies=[Depends(_json_body), Security(bearer_api_key)],
+    responses=problem_responses(401, 404, 422),
+)
+_WRITE = problem_responses(400, 403, 413, 415)
+
+Code = Annotated[SafeStr, Path(min_length=1, max_length=64)]
 Db = Annotated[Session, Depends(db_session)]
 Caller = Annotated[ApiCaller, Depends(api_caller)]
 Config = Annotated[Settings, Depends(settings_of)]
@@ -57,7 +82,9 @@ def _model_out(m: VehicleModel) -> VehicleModelOut:
     )
 
 
-@router.put("/dealers/{dealer_code}", response_model=DealerOut)
+@router.put(
+    "/dealers/{dealer_code}", response_model=DealerOut, responses={201: {"model": DealerOut}, **_WRITE}
+)
 def put_dealer(
     dealer_code: Code, body: DealerIn, session: Db, caller: Caller, response: Response
 ) -> DealerOut:
@@ -68,7 +95,11 @@ def put_dealer(
     return _dealer_out(dealer)
 
 
-@router.put("/models/{model_code}", response_model=VehicleModelOut)
+@router.put(
+    "/models/{model_code}",
+    response_model=VehicleModelOut,
+    responses={201: {"model": VehicleModelOut}, **_WRITE},
+)
 def put_model(
     model_code: Code, body: VehicleModelIn, session: Db, caller: Caller, response: Response
 ) -> VehicleModelOut:
@@ -100,7 +131,7 @@ def _order_out(session: Session, order: Order, hints: list[str] | None = None) -
     )
 
 
-@router.put("/orders/{order_number}", response_model=OrderOut)
+@router.put("/orders/{order_number}", response_model=OrderOut, responses={201: {"model": OrderOut}, **_WRITE})
 def put_order(
     order_number: Code, body: OrderIn, session: Db, caller: Caller, settings: Config, response: Response
 ) -> OrderOut:
@@ -125,7 +156,7 @@ def get_order(order_number: Code, session: Db, caller: Caller) -> OrderOut:
     return _order_out(session, service.get_order(session, order_number, caller.scope))
 
 
-@router.put("/orders/{order_number}/status", response_model=OrderOut)
+@router.put("/orders/{order_number}/status", response_model=OrderOut, responses=_WRITE)
 def put_status(order_number: Code, body: StatusIn, session: Db, caller: Caller, settings: Config) -> OrderOut:
     order = service.get_order(session, order_number, caller.scope)
     service.set_status(
@@ -140,7 +171,7 @@ def put_status(order_number: Code, body: StatusIn, session: Db, caller: Caller, 
     return _order_out(session, order)
 
 
-@router.put("/orders/{order_number}/vin", response_model=OrderOut)
+@router.put("/orders/{order_number}/vin", response_model=OrderOut, responses=_WRITE)
 def put_vin(order_number: Code, body: VinIn, session: Db, caller: Caller) -> OrderOut:
     order = service.get_order(session, order_number, caller.scope)
     hints = service.set_vin(session, order, body.vin, now=utcnow(), actor=caller.name)

@@ -7,19 +7,21 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from onboarding.text_rules import SafeStr
 from vehicles.models import Powertrain, ProductionStatus
 
-Text = Annotated[str, Field(min_length=1, max_length=200)]
+# Every text field is a ``SafeStr``: no NUL, control, bidi-override or lone-surrogate characters.
+Text = Annotated[SafeStr, Field(min_length=1, max_length=200)]
 
 
 class DealerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Text
-    country: Annotated[str, Field(min_length=2, max_length=2)]
-    email: Annotated[str, Field(max_length=320)]
-    phone: Annotated[str | None, Field(max_length=40)] = None
-    language: Annotated[str, Field(min_length=2, max_length=8)]
+    country: Annotated[SafeStr, Field(min_length=2, max_length=2)]
+    email: Annotated[SafeStr, Field(max_length=320)]
+    phone: Annotated[SafeStr | None, Field(max_length=40)] = None
+    language: Annotated[SafeStr, Field(min_length=2, max_length=8)]
 
 
 class DealerOut(DealerIn):
@@ -34,7 +36,7 @@ class VehicleModelIn(BaseModel):
     powertrain: Powertrain
     requires_security_pin: bool
     offers_data_pass: bool
-    services: dict[str, list[Annotated[str, Field(min_length=1, max_length=64)]]] = Field(
+    services: dict[SafeStr, list[Annotated[SafeStr, Field(min_length=1, max_length=64)]]] = Field(
         default_factory=dict, description="Connected services available, per ISO 3166 country code."
     )
 
@@ -46,10 +48,10 @@ class VehicleModelOut(VehicleModelIn):
 class BuyerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    first_name: str
-    last_name: str
-    email: str
-    phone: str
+    first_name: SafeStr
+    last_name: SafeStr
+    email: SafeStr
+    phone: SafeStr
 
 
 class OrderIn(BaseModel):
@@ -59,15 +61,15 @@ class OrderIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dealer_code: str
-    model_code: str
-    vin: str | None = None
-    buyer_first_name: str
-    buyer_last_name: str
-    buyer_email: str
-    buyer_phone: str
-    country: str
-    language: str
+    dealer_code: SafeStr
+    model_code: SafeStr
+    vin: SafeStr | None = None
+    buyer_first_name: SafeStr
+    buyer_last_name: SafeStr
+    buyer_email: SafeStr
+    buyer_phone: SafeStr
+    country: SafeStr
+    language: SafeStr
     planned_delivery_date: date
     production_status: ProductionStatus | None = None
 
@@ -91,7 +93,7 @@ class StatusIn(BaseModel):
 class VinIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    vin: str
+    vin: SafeStr
 
 
 class InvitationState(BaseModel):
@@ -115,6 +117,9 @@ class OnboardingFunnel(BaseModel):
     pin_set_at: datetime | None = None
     completed_at: datetime | None
     invitation: InvitationState | None
+    invitation_failure: str | None = Field(
+        default=None, description="why the latest invitation email was given up, if it was"
+    )
 
 
 class OrderOut(BaseModel):

@@ -1,22 +1,23 @@
-"""Rules for dealers, models and orders: validation, upsert, the invitation-due rule, CSV import.
+"""Rules for dealers, models and orders: validation, upsert, the invitation-due rule (the CSV import
+is in ``vehicles.csv_import``).
 
 Nothing here commits: the request or job that calls it owns the transaction.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import NoReturn
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from onboarding.db import Base
 from onboarding.errors import FieldError, NotFound, ValidationFailed
 from onboarding.i18n import LANGUAGES, normalise_language
 from vehicles.models import (
@@ -133,14 +134,21 @@ def upsert_dealer(session: Session, code: str, data: DealerIn, now: datetime) ->
     name = clean_name(data.name, "name", errors)
     if errors:
         raise ValidationFailed(errors)
+    values = {"name": name, "country": country, "email": email, "phone": phone, "language": language}
     dealer = session.get(Dealer, code)
-    created = dealer is None
     if dealer is None:
-        dealer = Dealer(code=code)
-        session.add(dealer)
-    dealer.name, dealer.country, dealer.email = name, country, email
-    dealer.phone, dealer.language, dealer.updated_at = phone, language, now
-    return dealer, created
+        dealer = Dealer(code=code, updated_at=now, **values)
+        refused = insert_once(session, dealer)
+        if refused is None:
+            return dealer, True
+        # Another request created this dealer since the lookup: this one updates it.
+        dealer = session.get(Dealer, code)
+        if dealer is None:
+            raise refused
+    for key, value in values.items():
+        setattr(dealer, key, value)
+    dealer.updated_at = now
+    return dealer, False
 
 
 def upsert_model(
@@ -153,15 +161,41 @@ def upsert_model(
         services[cc] = sorted(set(names))
     if errors:
         raise ValidationFailed(errors)
+    values = {
+        "name": data.name.strip(),
+        "model_year": data.model_year,
+        "powertrain": data.powertrain.value,
+        "requires_security_pin": data.requires_security_pin,
+        "offers_data_pass": data.offers_data_pass,
+        "services": services,
+    }
     model = session.get(VehicleModel, code)
-    created = model is None
     if model is None:
-        model = VehicleModel(code=code)
-        session.add(model)
-    model.name, model.model_year, model.powertrain = data.name.strip(), data.model_year, data.powertrain.value
-    model.requires_security_pin, model.offers_data_pass = data.requires_security_pin, data.offers_data_pass
-    model.services, model.updated_at = services, now
-    return model, created
+        model = VehicleModel(code=code, updated_at=now, **values)
+        refused = insert_once(session, model)
+        if refused is None:
+            return model, True
+        # Another request created this model since the lookup: this one updates it.
+        model = session.get(VehicleModel, code)
+        if model is None:
+            raise refused
+    for key, value in values.items():
+        setattr(model, key, value)
+    model.updated_at = now
+    return model, False
+
+
+def insert_once(session: Session, row: Base) -> IntegrityError | None:
+    """Inserts ``row`` in a savepoint. When a constraint refuses it (typically: a concurrent request
+    inserted the same key after this one looked), the error is returned, not raised: the savepoint is
+    rolled back and the transaction goes on, so the caller can take the other request's row instead
+    (on PostgreSQL the insert waits for that request's commit, then sees its row)."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError as exc:
+        return exc
+    return None
 
 
 # --- orders ------------------------------------------------------------------------------------
@@ -239,16 +273,8 @@ def validate_order(
         errors.append(
             FieldError("planned_delivery_date", "Not a plausible delivery date (more than three years away).")
         )
-    if vin and not errors:
-        clash = session.scalar(
-            select(Order.order_number).where(
-                Order.vin == vin,
-                Order.order_number != order_number,
-                Order.production_status != ProductionStatus.CANCELLED,
-            )
-        )
-        if clash:
-            errors.append(FieldError("vin", f"This VIN belongs to order {clash} already.", "duplicate"))
+    if vin and not errors and (holder := vin_holder(session, vin, other_than=order_number)):
+        errors.append(vin_taken(holder))
     if errors:
         raise ValidationFailed(errors)
     return CleanOrder(
@@ -288,6 +314,35 @@ def add_event(
 _TRACKED = CSV_COLUMNS[1:]
 
 
+def vin_holder(session: Session, vin: str, *, other_than: str) -> str | None:
+    """The number of the live (not cancelled) order other than ``other_than`` that has this VIN. The
+    partial unique index ``uq_orders_vin_live`` holds the same rule against concurrent writers."""
+    return session.scalar(
+        select(Order.order_number)
+        .where(
+            Order.vin == vin,
+            Order.order_number != other_than,
+            Order.production_status != ProductionStatus.CANCELLED,
+        )
+        .limit(1)
+    )
+
+
+def vin_taken(holder: str, field: str = "vin") -> FieldError:
+    return FieldError(field, f"This VIN belongs to order {holder} already.", "duplicate")
+
+
+def _refuse_taken_vin(
+    session: Session, vin: str | None, order_number: str, refused: IntegrityError, field: str = "vin"
+) -> NoReturn:
+    """After ``refused`` (a constraint violation): a VIN another live order took meanwhile is the
+    caller's mistake, a 422 on ``vin``; anything else is raised as it is."""
+    holder = vin_holder(session, vin, other_than=order_number) if vin else None
+    if holder is None:
+        raise refused
+    raise ValidationFailed([vin_taken(holder, field)]) from refused
+
+
 def upsert_order(
     session: Session,
     clean: CleanOrder,
@@ -297,19 +352,49 @@ def upsert_order(
     lead_days: int,
     scope: Scope = ALL_MARKETS,
 ) -> tuple[Order, bool, list[str]]:
-    """Create or update an order; returns (order, created, changed field names)."""
-    order = session.scalar(select(Order).where(Order.order_number == clean.order_number))
+    """Create or update an order; returns (order, created, changed field names).
+
+    Safe against concurrent calls for one order number (the first creates it, the others update
+    it) and for one VIN (the database's unique index decides; the loser gets the 422 on ``vin``)."""
+    order = _numbered(session, clean.order_number)
     if not scope.allows(clean.country) or (order is not None and not scope.allows(order.country)):
         raise NotFound(clean.order_number)
-    created = order is None
     if order is None:
         order = Order(
             order_number=clean.order_number,
             created_at=now,
-            updated_at=now,
             production_status=ProductionStatus.ORDERED,
         )
-        session.add(order)
+        changed = _apply(session, order, clean, now=now, lead_days=lead_days)
+        refused = insert_once(session, order)
+        if refused is None:
+            add_event(session, order, "created", actor, now)
+            return order, True, changed
+        # Another request created this order since the lookup (this one updates it), or took its VIN.
+        found = _numbered(session, clean.order_number)
+        if found is None:
+            _refuse_taken_vin(session, clean.vin, clean.order_number, refused)
+        if not scope.allows(found.country):
+            raise NotFound(clean.order_number)
+        order = found
+    try:
+        with session.begin_nested():
+            changed = _apply(session, order, clean, now=now, lead_days=lead_days)
+    except IntegrityError as refused:
+        _refuse_taken_vin(session, clean.vin, clean.order_number, refused)
+    if changed:
+        add_event(session, order, "updated", actor, now, ", ".join(changed))
+    return order, False, changed
+
+
+def _numbered(session: Session, order_number: str) -> Order | None:
+    return session.scalar(select(Order).where(Order.order_number == order_number))
+
+
+def _apply(session: Session, order: Order, clean: CleanOrder, *, now: datetime, lead_days: int) -> list[str]:
+    """Gives ``order`` (new or stored) the values of ``clean`` and what follows from them; returns the
+    names of the fields that changed."""
+    created = order.id is None
     changed = [name for name in _TRACKED if getattr(order, name, None) != getattr(clean, name)]
     email_changed = not created and order.buyer_email.lower() != clean.buyer_email.lower()
     for name in _TRACKED:
@@ -325,23 +410,19 @@ def upsert_order(
         order.onboarded_at = now
     order.updated_at = now
     refresh_invitation_due(order, lead_days)
-    session.flush()
-    if created:
-        add_event(session, order, "created", actor, now)
-    elif changed:
-        add_event(session, order, "updated", actor, now, ", ".join(changed))
-    return order, created, changed
+    return changed
 
 
 def _vin_onboarded_by(session: Session, order: Order) -> bool:
     """Whether this buyer already finished onboarding for this vehicle under another order."""
+    others = Order.order_number != order.order_number
     return (
         session.scalar(
             select(func.count())
             .select_from(Order)
             .where(
                 Order.vin == order.vin,
-                Order.id != order.id,
+                others,
                 func.lower(Order.buyer_email) == order.buyer_email.lower(),
                 Order.onboarded_at.is_not(None),
             )
@@ -363,129 +444,34 @@ def set_status(
 ) -> None:
     if order.production_status == status:
         return
-    add_event(session, order, "status", actor, now, f"{order.production_status} -> {status.value}")
-    order.production_status = status.value
-    order.updated_at = now
-    refresh_invitation_due(order, lead_days)
+    # Reopening a cancelled order: a live order may have taken its VIN meanwhile.
+    reopened = order.production_status == ProductionStatus.CANCELLED and order.vin
+    if reopened and (holder := vin_holder(session, order.vin or "", other_than=order.order_number)):
+        raise ValidationFailed([vin_taken(holder, "production_status")])
+    previous = order.production_status
+    try:
+        with session.begin_nested():
+            order.production_status = status.value
+            order.updated_at = now
+            refresh_invitation_due(order, lead_days)
+    except IntegrityError as refused:
+        _refuse_taken_vin(session, order.vin, order.order_number, refused, "production_status")
+    add_event(session, order, "status", actor, now, f"{previous} -> {status.value}")
 
 
 def set_vin(session: Session, order: Order, raw_vin: str, *, now: datetime, actor: str) -> list[str]:
     result = check_vin(raw_vin, order.country)
     errors = [FieldError("vin", p.message, p.code) for p in result.problems]
-    if not errors:
-        clash = session.scalar(
-            select(Order.order_number).where(
-                Order.vin == result.vin,
-                Order.id != order.id,
-                Order.production_status != ProductionStatus.CANCELLED,
-            )
-        )
-        if clash:
-            errors.append(FieldError("vin", f"This VIN belongs to order {clash} already.", "duplicate"))
+    if not errors and (holder := vin_holder(session, result.vin, other_than=order.order_number)):
+        errors.append(vin_taken(holder))
     if errors:
         raise ValidationFailed(errors)
     if order.vin != result.vin:
-        add_event(session, order, "vin", actor, now, result.vin)
-        order.vin = result.vin
-        order.updated_at = now
-    return result.hints
-
-
-# --- CSV import --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RowError:
-    row: int
-    field: str
-    message: str
-
-
-@dataclass
-class ImportReport:
-    rows: int = 0
-    valid: int = 0
-    created: int = 0
-    updated: int = 0
-    skipped: int = 0
-    dry_run: bool = False
-    imported: bool = False
-    errors: list[RowError] = field(default_factory=list)
-    hints: list[RowError] = field(default_factory=list)
-
-
-def _pydantic_errors(exc: ValidationError) -> list[FieldError]:
-    out = []
-    for err in exc.errors():
-        name = ".".join(str(part) for part in err["loc"]) or "row"
-        out.append(FieldError(name, err["msg"]))
-    return out
-
-
-def import_orders_csv(
-    session: Session,
-    text: str,
-    *,
-    now: datetime,
-    actor: str,
-    lead_days: int,
-    dry_run: bool = False,
-    skip_invalid: bool = False,
-    scope: Scope = ALL_MARKETS,
-) -> ImportReport:
-    """Validate every row first; import nothing from a file with errors unless ``skip_invalid``."""
-    report = ImportReport(dry_run=dry_run)
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in CSV_COLUMNS if c not in header]
-    unknown = [c for c in header if c not in CSV_COLUMNS]
-    if missing or unknown:
-        if missing:
-            report.errors.append(RowError(1, "header", f"Missing columns: {', '.join(missing)}."))
-        if unknown:
-            report.errors.append(RowError(1, "header", f"Unknown columns: {', '.join(unknown)}."))
-        return report
-    reference = ReferenceCache.load(session)
-    seen: dict[str, int] = {}
-    valid: list[tuple[int, CleanOrder]] = []
-    for row_number, row in enumerate(reader, start=2):
-        report.rows += 1
-        values = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-        if None in row:
-            report.errors.append(RowError(row_number, "row", "More values than columns."))
-            continue
-        number = values.pop("order_number", "")
-        row_errors: list[FieldError] = []
-        if number in seen:
-            row_errors.append(FieldError("order_number", f"Repeats row {seen[number]}.", "duplicate"))
-        seen.setdefault(number, row_number)
         try:
-            data = OrderIn.model_validate({k: (v or None) if k == "vin" else v for k, v in values.items()})
-        except ValidationError as exc:
-            row_errors.extend(_pydantic_errors(exc))
-        else:
-            try:
-                clean = validate_order(session, number, data, today=now.date(), reference=reference)
-                if not scope.allows(clean.country):
-                    row_errors.append(
-                        FieldError("country", "Outside the markets you may import for.", "forbidden")
-                    )
-            except ValidationFailed as exc:
-                row_errors.extend(exc.errors)
-        if row_errors:
-            report.errors.extend(RowError(row_number, e.field, e.message) for e in row_errors)
-            continue
-        report.hints.extend(RowError(row_number, "vin", h) for h in clean.hints)
-        valid.append((row_number, clean))
-    report.valid = len(valid)
-    report.skipped = report.rows - report.valid
-    if dry_run or (report.errors and not skip_invalid):
-        return report
-    for _row, clean in valid:
-        _order, created, _changed = upsert_order(
-            session, clean, now=now, actor=actor, lead_days=lead_days, scope=scope
-        )
-        report.created += created
-        report.updated += not created
-    report.imported = True
-    return report
+            with session.begin_nested():
+                order.vin = result.vin
+                order.updated_at = now
+        except IntegrityError as refused:
+            _refuse_taken_vin(session, result.vin, order.order_number, refused)
+        add_event(session, order, "vin", actor, now, result.vin)
+    return result.hints
