@@ -6,7 +6,7 @@ import hmac
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from onboarding.crypto import token_hash
@@ -38,13 +38,35 @@ def create_api_key(
     return key, plaintext
 
 
-def authenticate(session: Session, presented: str, *, now: datetime) -> ApiKey | None:
+# last_used_at is kept to the minute: a key in steady use is not written at every request (a write per
+# request took SQLite's single write lock, and a commit of its own, for every read).
+LAST_USED_PRECISION = timedelta(minutes=1)
+
+
+def authenticate(session: Session, presented: str) -> ApiKey | None:
+    """The live key ``presented`` is, if any. Reads only: see ``record_use``."""
     parts = presented.split("_")
     if len(parts) < 3 or parts[0] != KEY_PREFIX:
         return None
     key = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1], ApiKey.revoked_at.is_(None)))
     if key is None or not hmac.compare_digest(key.key_hash, token_hash(presented)):
         return None
-    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=5):
-        key.last_used_at = now
     return key
+
+
+def last_use_is_stale(key: ApiKey, now: datetime) -> bool:
+    return key.last_used_at is None or now - key.last_used_at >= LAST_USED_PRECISION
+
+
+def record_use(session: Session, key: ApiKey, *, now: datetime) -> None:
+    """Notes that the key was used now, in the session's transaction. Conditional, so that requests
+    racing at the same minute do not each rewrite it."""
+    session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.id == key.id,
+            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_PRECISION),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )

@@ -12,12 +12,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from notifications import pages as mailbox_pages
 from onboarding import account_pages, all_models, auth_pages, pages
-from onboarding.db import make_engine, make_session_factory
+from onboarding.admission import admission_for
+from onboarding.db import engine_of, make_engine, make_session_factory
 from onboarding.logconfig import configure_logging
 from onboarding.ratelimit import RateLimits
+from onboarding.request_context import RequestContext
 from onboarding.scheduler import start_background
 from onboarding.settings import Settings, get_settings
-from onboarding.web import EXCEPTION_HANDLERS
+from onboarding.web import EXCEPTION_HANDLERS, AdmitApiRequests, openapi_with_problems
 from vehicles import routes as vehicle_routes
 
 SECURITY_HEADERS = {
@@ -70,11 +72,19 @@ def create_app(
     assert all_models.TABLE_MODULES
     settings = settings or get_settings()
     configure_logging()
-    factory = session_factory or make_session_factory(make_engine(settings.database_url))
+    factory = session_factory or make_session_factory(
+        make_engine(
+            settings.database_url,
+            sqlite_busy_seconds=settings.sqlite_request_busy_seconds,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler = start_background(factory, settings) if run_scheduler else None
+        app.state.background_jobs = scheduler
         try:
             yield
         finally:
@@ -92,11 +102,16 @@ def create_app(
     )
     app.state.settings = settings
     app.state.session_factory = factory
+    app.state.admission = admission_for(settings, engine_of(factory))
     app.state.rate_limits = RateLimits.from_settings(settings)
     for exc_type, handler in EXCEPTION_HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
 
+    # Correlation ids, the body size limit (413), and a 500 problem for an unexpected error.
+    app.add_middleware(AdmitApiRequests)  # API requests queue here, inside the two below
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
+    app.openapi = openapi_with_problems(app)  # type: ignore[method-assign]
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -57,17 +57,45 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, sqlite_busy_seconds: float = 60.0, **kwargs: Any) -> Engine:
+    """``sqlite_busy_seconds``: how long a SQLite writer waits for the write lock before it fails
+    (jobs and the command line wait long; requests briefly, then answer 503)."""
+    kwargs.setdefault("hide_parameters", True)  # database errors (logged, printed) carry no row values
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, **kwargs)
-        _configure_sqlite(engine)
+        engine = create_engine(
+            url, connect_args={"timeout": sqlite_busy_seconds, "check_same_thread": False}, **kwargs
+        )
+        _configure_sqlite(engine, busy_milliseconds=round(sqlite_busy_seconds * 1000))
         return engine
     engine = create_engine(url, **kwargs)
     _ping_connections_that_sat_idle(engine)
     return engine
+
+
+def engine_of(factory: sessionmaker[Session]) -> Engine:
+    engine = factory.kw["bind"]
+    assert isinstance(engine, Engine)
+    return engine
+
+
+def pool_capacity(engine: Engine) -> int | None:
+    """Connections the engine's pool keeps (its overflow not counted); None for pools without a
+    bound (SQLite's in-memory and NullPool)."""
+    size = getattr(engine.pool, "size", None)
+    return int(size()) if callable(size) else None
+
+
+def sibling_engine(engine: Engine, **kwargs: Any) -> Engine:
+    """A second engine on the same database with a pool of its own (the scheduler's)."""
+    return make_engine(engine.url.render_as_string(hide_password=False), **kwargs)
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """SQLite's write lock was not free within the busy timeout."""
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
 
 
 # A pooled connection that was in use this recently is taken to be alive (HikariCP's
@@ -93,7 +121,7 @@ def _ping_connections_that_sat_idle(engine: Engine) -> None:
             raise DisconnectionError() from exc
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, busy_milliseconds: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see the "begin" hook).
@@ -101,7 +129,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_milliseconds)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -129,6 +157,16 @@ def begin_read(session: Session) -> None:
         session.connection(execution_options={_READ_ONLY: True})
     else:
         session.connection(execution_options={_READ_ONLY: True, "isolation_level": "AUTOCOMMIT"})
+    session.info[_READ_ONLY] = session.get_transaction()  # see in_read
+
+
+def in_read(session: Session) -> bool:
+    """The session's transaction is a read begun by ``begin_read``: ending it sends nothing to
+    PostgreSQL (autocommit) and on SQLite only releases the file's read lock, so it may end where
+    a thread hop would cost more."""
+    transaction = session.get_transaction()
+    # Asked without ``session.connection()``, which would check a connection out if none is.
+    return transaction is not None and session.info.get(_READ_ONLY) is transaction
 
 
 def begin_single_statement(session: Session) -> None:
