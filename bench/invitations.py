@@ -75,7 +75,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.email import build_email, envelope_sender, render_email
 from notifications.models import OutboxMessage
-from notifications.outbox import ClaimedMessage
+from notifications.outbox import ClaimedMessage, Outcomes
 from onboarding import invitations, scheduler
 from onboarding.crypto import new_token
 from onboarding.db import transaction
@@ -556,8 +556,9 @@ class AcceptAll:
 
     channel = "email"
 
-    async def deliver(self, messages: Sequence[ClaimedMessage]) -> dict[int, str | None]:
-        return {m.id: None for m in messages}
+    async def deliver(self, messages: Sequence[ClaimedMessage], outcomes: Outcomes) -> None:
+        for m in messages:
+            outcomes.report(m, None)
 
     async def close(self) -> None:
         return None

@@ -15,21 +15,22 @@ import email.utils
 import re
 import secrets
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, cast
 
 import aiosmtplib
 from aiosmtplib import SMTPStatus
+from email_validator import EmailNotValidError, validate_email
 from jinja2 import PackageLoader
 from markupsafe import escape
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import DevMailboxMessage
-from notifications.outbox import ClaimedMessage
+from notifications.outbox import ClaimedMessage, Outcomes, Undeliverable
 from onboarding.clock import utcnow
 from onboarding.db import transaction
 from onboarding.i18n import DEFAULT_LANGUAGE, make_environment, normalise_language, use_language
@@ -153,12 +154,16 @@ def build_email(settings: Settings, *, to: str, rendered: RenderedEmail, languag
     Written out directly rather than through ``email.message.EmailMessage``, whose header registry
     cost about 1 ms per message (80 % of the CPU of creating an invitation); tests parse the result
     back with the standard library's parser. Header values come from validated data and templates;
-    any CR or LF in them is refused, so nothing can inject a header."""
+    any CR or LF in them is refused, so nothing can inject a header. The To header carries the
+    address as it goes on the wire (``wire_address``): an internationalised domain in IDNA, a
+    non-ASCII local part as UTF-8 (RFC 6532: such a message needs a server with SMTPUTF8)."""
     for value in (settings.mail_from, to, rendered.subject, language):
         if "\r" in value or "\n" in value:
             raise ValueError("line break in a header value")
     if "@" not in to or any(c in to for c in '<>,;" '):
         raise ValueError(f"not a bare address: {to!r}")
+    if not to.isascii():
+        to = wire_address(to).address
     boundary = f"=_{secrets.token_hex(16)}"
     headers = (
         ("From", _address_header(settings.mail_from)),
@@ -172,7 +177,8 @@ def build_email(settings: Settings, *, to: str, rendered: RenderedEmail, languag
         ("MIME-Version", "1.0"),
         ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
     )
-    out = "\r\n".join(f"{name}: {value}" for name, value in headers).encode("ascii") + b"\r\n\r\n"
+    # ASCII but for a non-ASCII local part (or sender) that only an SMTPUTF8 server takes.
+    out = "\r\n".join(f"{name}: {value}" for name, value in headers).encode("utf-8") + b"\r\n\r\n"
     for subtype, body in (("plain", rendered.text), ("html", rendered.html)):
         out += (
             f'--{boundary}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\n'
@@ -244,6 +250,36 @@ def _plain_address(address: str) -> bool:
     return address.isascii() and "@" in address and _UNSAFE_IN_ADDRESS.search(address) is None
 
 
+@dataclass(frozen=True)
+class WireAddress:
+    """An address as it goes into the envelope and the To header."""
+
+    address: str  # the domain in IDNA (``xn--…``), the local part as given
+    smtputf8: bool  # the local part is not ASCII: only a server offering SMTPUTF8 (RFC 6531) takes it
+
+
+def wire_address(address: str) -> WireAddress:
+    """The address with its domain in IDNA: ``anna@bücher.example`` → ``anna@xn--bcher-kva.example``.
+    ValueError (an ``EmailNotValidError``) for what is not an address (IDNA and the address syntax
+    by ``email-validator``, as the order service checks them)."""
+    if _plain_address(address):
+        return WireAddress(address, False)
+    try:
+        checked = validate_email(address, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not an address: {exc}") from exc
+    local = checked.local_part
+    return WireAddress(f"{local}@{checked.ascii_domain}", not local.isascii())
+
+
+# Why a message to a non-ASCII local part is dead at once on a server without SMTPUTF8 (shown to staff).
+NO_SMTPUTF8 = (
+    "the address has non-ASCII characters before the @, and the mail server does not offer "
+    "SMTPUTF8 (RFC 6531), which such an address needs; correct the buyer's email address or use a "
+    "mail server that supports internationalised addresses"
+)
+
+
 def _crlf_only(payload: bytes) -> bool:
     """Every line ends with CRLF, the last one too: what ``build_email`` writes."""
     crlf = payload.count(b"\r\n")
@@ -251,17 +287,29 @@ def _crlf_only(payload: bytes) -> bool:
 
 
 async def send_mail(
-    client: aiosmtplib.SMTP, sender: str, recipient: str, payload: bytes, *, timeout: float | None
+    client: aiosmtplib.SMTP,
+    sender: str,
+    recipient: str,
+    payload: bytes,
+    *,
+    timeout: float | None,
+    before_data: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """One mail transaction: the same commands and errors as ``client.sendmail(sender, [recipient],
     payload)``, without its per-message work that does not apply here: parsing both bare addresses
     twice with the standard library's address parser, rewriting the line ends of the whole message
     to count its size, and a timer per command (``timeout`` bounds the whole transaction instead):
     a third of the SMTP client's CPU time per message. Anything else (a first message before EHLO,
-    an address that needs care, other line ends) goes through ``sendmail``."""
+    an address that needs care, other line ends) goes through ``sendmail``.
+
+    ``before_data`` is awaited before the message's content is sent (from then on the server may
+    accept it): the outbox's admission, which waits while too many sent messages are unrecorded.
+    Outside ``timeout``."""
     if client.is_ehlo_or_helo_needed or not (
         _plain_address(sender) and _plain_address(recipient) and _crlf_only(payload)
     ):
+        if before_data is not None:
+            await before_data()
         await client.sendmail(sender, [recipient], payload, timeout=timeout)
         return
     options = [f"size={len(payload)}".encode("ascii")] if client.supports_extension("size") else []
@@ -277,6 +325,9 @@ async def send_mail(
                 raise aiosmtplib.SMTPRecipientsRefused(
                     [aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)]
                 )
+        if before_data is not None:
+            await before_data()
+        async with asyncio.timeout(timeout):
             await client.data(payload, timeout=None)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         # As sendmail does: reset the envelope so the connection can carry the next message.
@@ -316,8 +367,10 @@ class SmtpSender:
             timeout=s.smtp_timeout_seconds,
         )
 
-    async def deliver(self, messages: Sequence[ClaimedMessage]) -> dict[int, str | None]:
-        results: dict[int, str | None] = {}
+    async def deliver(self, messages: Sequence[ClaimedMessage], outcomes: Outcomes) -> None:
+        """Send over up to ``smtp_concurrency`` connections, reporting each outcome as it comes. A
+        refused or unsendable message fails alone; a connection that breaks costs that connection;
+        a server that cannot be reached leaves the rest of the batch not attempted."""
         queue: asyncio.Queue[ClaimedMessage] = asyncio.Queue()
         for m in messages:
             queue.put_nowait(m)
@@ -329,6 +382,11 @@ class SmtpSender:
             try:
                 while not queue.empty():
                     m = queue.get_nowait()
+                    try:
+                        recipient = wire_address(m.recipient)
+                    except ValueError as exc:
+                        outcomes.report(m, Undeliverable(f"not an address a mail server can take: {exc}"))
+                        continue
                     if client is None or not client.is_connected:
                         client = self._client()
                         try:
@@ -336,28 +394,40 @@ class SmtpSender:
                         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                             # Server unreachable or login refused: this worker stops; what is left
                             # in the queue is reported as not attempted and retried after back-off.
-                            results[m.id] = f"{type(exc).__name__}: {exc}"
+                            outcomes.report(m, f"{type(exc).__name__}: {exc}")
                             client.close()
                             client = None
                             return
                     try:
-                        await send_mail(client, sender, m.recipient, m.payload, timeout=timeout)
-                        results[m.id] = None
+                        admit = partial(outcomes.admit, m)
+                        if recipient.smtputf8:
+                            error = await _send_smtputf8(client, sender, recipient, m, timeout, admit)
+                            outcomes.report(m, error)
+                        else:
+                            await send_mail(
+                                client,
+                                sender,
+                                recipient.address,
+                                m.payload,
+                                timeout=timeout,
+                                before_data=admit,
+                            )
+                            outcomes.report(m, None)
                     except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
                         # Refused for this message only; the connection stays usable unless the
                         # server said it is closing (421).
-                        results[m.id] = f"{type(exc).__name__}: {exc}"
+                        outcomes.report(m, f"{type(exc).__name__}: {exc}")
                         if getattr(exc, "code", None) == 421:
                             client.close()
                             client = None
                     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                        results[m.id] = f"{type(exc).__name__}: {exc}"
+                        outcomes.report(m, f"{type(exc).__name__}: {exc}")
                         client.close()
                         client = None
                     except (ValueError, UnicodeError) as exc:
-                        # An address the client cannot send (e.g. non-ASCII without SMTPUTF8): this
-                        # message fails and is retried with back-off; the others go on.
-                        results[m.id] = f"{type(exc).__name__}: {exc}"
+                        # Something in this message the client refuses to send: no retry changes
+                        # it. The connection may be mid-transaction: start afresh.
+                        outcomes.report(m, Undeliverable(f"{type(exc).__name__}: {exc}"))
                         client.close()
                         client = None
             finally:
@@ -367,8 +437,30 @@ class SmtpSender:
         workers = min(self.settings.smtp_concurrency, len(messages))
         await asyncio.gather(*(worker() for _ in range(workers)))
         for m in messages:
-            results.setdefault(m.id, "not attempted: the SMTP server was unavailable")
-        return results
+            if m.id not in outcomes.results:
+                outcomes.report(m, "not attempted: the SMTP server was unavailable")
+
+
+async def _send_smtputf8(
+    client: aiosmtplib.SMTP,
+    sender: str,
+    recipient: WireAddress,
+    message: ClaimedMessage,
+    timeout: float,
+    admit: Callable[[], Awaitable[None]],
+) -> str | None:
+    """A message to a non-ASCII local part: with SMTPUTF8 when the server offers it, else dead at
+    once with the reason (no server without it can take the address)."""
+    if client.is_ehlo_or_helo_needed:
+        await client.ehlo()
+    if not client.supports_extension("smtputf8"):
+        return Undeliverable(NO_SMTPUTF8)
+    options = ["SMTPUTF8"]
+    if client.supports_extension("8bitmime"):
+        options.append("BODY=8BITMIME")  # the UTF-8 To header is 8-bit data (RFC 6531 §3.4)
+    await admit()
+    await client.sendmail(sender, [recipient.address], message.payload, mail_options=options, timeout=timeout)
+    return None
 
 
 class DevMailboxSender:
@@ -379,24 +471,34 @@ class DevMailboxSender:
     def __init__(self, factory: sessionmaker[Session]) -> None:
         self.factory = factory
 
-    async def deliver(self, messages: Sequence[ClaimedMessage]) -> dict[int, str | None]:
+    async def deliver(self, messages: Sequence[ClaimedMessage], outcomes: Outcomes) -> None:
         now = utcnow()
+        kept: list[ClaimedMessage] = []
+        # Stored in one transaction with nothing sent elsewhere: a crash repeats nothing, so the
+        # messages need no admission.
         with transaction(self.factory) as session:
             for m in messages:
-                parsed = parse_email(m.payload)
-                text, html = body_parts(parsed)
+                try:
+                    parsed = parse_email(m.payload)
+                    text, html = body_parts(parsed)
+                    subject = str(parsed["Subject"] or "")
+                except Exception as exc:  # a payload that is not a readable message: this one only
+                    outcomes.report(m, Undeliverable(f"not a readable email: {type(exc).__name__}: {exc}"))
+                    continue
                 session.add(
                     DevMailboxMessage(
                         outbox_id=m.id,
                         channel="email",
                         recipient=m.recipient,
-                        subject=str(parsed["Subject"] or ""),
+                        subject=subject,
                         text_body=text,
                         html_body=html,
                         created_at=now,
                     )
                 )
-        return {m.id: None for m in messages}
+                kept.append(m)
+        for m in kept:
+            outcomes.report(m, None)
 
     async def close(self) -> None:
         return None

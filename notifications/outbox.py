@@ -3,20 +3,30 @@
 Claims are rows: a conditional UPDATE moves a message from ``pending`` to ``sending`` with a lease,
 so any number of processes may drain at once and none sends a message another has claimed. On
 PostgreSQL the candidates are first picked with ``FOR UPDATE SKIP LOCKED`` so drainers do not queue
-behind each other. A claim whose process died is taken over when its lease runs out.
+behind each other. A claim whose process died is taken over when its lease runs out; a living
+process renews the leases of the claims it still holds (``leases_kept``), so leases can be short.
+
+Each message's outcome is stored as soon as the sender knows it, in small groups by a background
+recorder, and a sender waits before sending another message while ``unrecorded_limit`` messages
+are being sent or sent but not stored: that bound is what a crash can send twice. A message that
+can never be delivered as it stands (``Undeliverable``) is dead at once, and the owner of its
+purpose hears of it (``FailureHook``); one bad message never stops the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import threading
+from collections import defaultdict
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol, cast
 
 import structlog
-from sqlalchemy import Table, and_, insert, or_, select, update
+from sqlalchemy import Table, and_, insert, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import OutboxMessage
@@ -34,6 +44,14 @@ PENDING, SENDING, SENT, DEAD, CANCELLED = "pending", "sending", "sent", "dead", 
 # been delivered: called with their reference ids. Lets the owner of a message (invitations, ...)
 # react to delivery without this module knowing it.
 DeliveryHook = Callable[[Session, list[int], datetime], None]
+# The same when messages of one purpose are given up (dead): called with (reference id, reason)
+# pairs, so that the owner can show staff why (the order timeline, ...).
+FailureHook = Callable[[Session, list[tuple[int, str]], datetime], None]
+
+
+class Undeliverable(str):
+    """An error text for a message that no retry can deliver as it stands (an address the mail
+    server cannot take, a payload that cannot be read): the message is dead at once, not retried."""
 
 
 @dataclass(frozen=True)
@@ -134,8 +152,17 @@ def _claimable(now: datetime, channels: Iterable[str]) -> object:
 
 
 def claim(
-    session: Session, *, secret: str, channels: Iterable[str], now: datetime, limit: int, lease: timedelta
+    session: Session,
+    *,
+    secret: str,
+    channels: Iterable[str],
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    failure_hooks: Mapping[str, FailureHook] | None = None,
 ) -> list[ClaimedMessage]:
+    """Claim up to ``limit`` due messages. One whose stored payload cannot be decrypted (a changed
+    secret key, a damaged row) is given up at once in the same transaction, not handed out."""
     channels = list(channels)
     candidates = (
         select(OutboxMessage.id)
@@ -162,18 +189,32 @@ def claim(
             OutboxMessage.attempts,
         )
     ).all()
-    claimed = []
+    claimed, unreadable = [], []
     for row in rows:
-        claimed.append(
-            ClaimedMessage(
-                id=row.id,
-                channel=row.channel,
-                purpose=row.purpose,
-                reference_id=row.reference_id,
-                recipient=row.recipient,
-                payload=unseal(secret, PAYLOAD_PURPOSE, row.payload),
-                attempts=row.attempts,
+        message = ClaimedMessage(
+            id=row.id,
+            channel=row.channel,
+            purpose=row.purpose,
+            reference_id=row.reference_id,
+            recipient=row.recipient,
+            payload=b"",
+            attempts=row.attempts,
+        )
+        try:
+            claimed.append(replace(message, payload=unseal(secret, PAYLOAD_PURPOSE, row.payload)))
+        except Exception as exc:  # InvalidTag, a NULL or truncated payload: this message only
+            reason = (
+                f"the stored message cannot be decrypted ({type(exc).__name__}); was the secret key changed?"
             )
+            unreadable.append((message, Undeliverable(reason)))
+    if unreadable:
+        record_results(
+            session,
+            [m for m, _ in unreadable],
+            dict((m.id, reason) for m, reason in unreadable),
+            now=now,
+            max_attempts=1,
+            failure_hooks=failure_hooks,
         )
     claimed.sort(key=lambda m: m.id)
     return claimed
@@ -186,6 +227,30 @@ def release(session: Session, ids: Sequence[int]) -> None:
         .where(OutboxMessage.id.in_(ids), OutboxMessage.state == SENDING)
         .values(state=PENDING, lease_expires_at=None, attempts=OutboxMessage.attempts - 1)
     )
+
+
+def renew_leases(session: Session, claims: Mapping[int, int], *, now: datetime, lease: timedelta) -> int:
+    """Extend the leases of the claims ``{message id: attempts}`` this process still holds. The
+    attempt count identifies the claim: one another process took over after our lease ran out has
+    a higher count and is left alone. Returns the number renewed."""
+    by_attempts: dict[int, list[int]] = defaultdict(list)
+    for message_id, attempts in claims.items():
+        by_attempts[attempts].append(message_id)
+    renewed = 0
+    for attempts, ids in by_attempts.items():
+        for start in range(0, len(ids), 500):
+            result = session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id.in_(ids[start : start + 500]),
+                    OutboxMessage.attempts == attempts,
+                    OutboxMessage.state == SENDING,
+                )
+                .values(lease_expires_at=now + lease)
+                .execution_options(synchronize_session=False)
+            )
+            renewed += cast(int, getattr(result, "rowcount", 0))
+    return renewed
 
 
 def backoff(attempts: int) -> timedelta:
@@ -202,15 +267,18 @@ def record_results(
     now: datetime,
     max_attempts: int,
     hooks: Mapping[str, DeliveryHook] | None = None,
+    failure_hooks: Mapping[str, FailureHook] | None = None,
 ) -> tuple[int, int]:
-    """Store each claimed message's outcome; returns (sent, failed)."""
+    """Store each claimed message's outcome; returns (sent, failed). A failure is retried with
+    back-off, or dead after the last attempt or at once when ``Undeliverable``."""
     # Only an explicit None is a delivery; a message the sender did not report stays undelivered.
     outcome = {m.id: errors.get(m.id, "not reported by the sender") for m in claimed}
     sent_ids = [m.id for m in claimed if outcome[m.id] is None]
     if sent_ids:
+        # On the table (Core), not through the ORM: this runs for every small group of outcomes.
         session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(sent_ids), OutboxMessage.state == SENDING)
+            update(_OUTBOX)
+            .where(_OUTBOX.c.id.in_(sent_ids), _OUTBOX.c.state == SENDING)
             .values(state=SENT, sent_at=now, payload=None, lease_expires_at=None, last_error=None)
         )
         by_purpose: dict[str, list[int]] = {}
@@ -222,32 +290,197 @@ def record_results(
             if hook is not None:
                 hook(session, refs, now)
     failed = [m for m in claimed if outcome[m.id] is not None]
+    given_up: dict[str, list[tuple[int, str]]] = {}
     for m in failed:
-        error = (outcome[m.id] or "")[:2000]
-        if m.attempts >= max_attempts:
-            values: dict[str, object] = {"state": DEAD, "last_error": error, "lease_expires_at": None}
-            log.error("outbox.dead", message_id=m.id, purpose=m.purpose, attempts=m.attempts, error=error)
+        error = outcome[m.id] or ""
+        text = str(error)[:2000]
+        if isinstance(error, Undeliverable) or m.attempts >= max_attempts:
+            values: dict[str, object] = {"state": DEAD, "last_error": text, "lease_expires_at": None}
+            log.error("outbox.dead", message_id=m.id, purpose=m.purpose, attempts=m.attempts, error=text)
+            if m.reference_id is not None:
+                reason = (
+                    text
+                    if isinstance(error, Undeliverable)
+                    else f"given up after {m.attempts} attempts: {text}"
+                )
+                given_up.setdefault(m.purpose, []).append((m.reference_id, reason))
         else:
             values = {
                 "state": PENDING,
-                "last_error": error,
+                "last_error": text,
                 "lease_expires_at": None,
                 "next_attempt_at": now + backoff(m.attempts),
             }
-            log.warning("outbox.retry", message_id=m.id, purpose=m.purpose, attempts=m.attempts, error=error)
+            log.warning("outbox.retry", message_id=m.id, purpose=m.purpose, attempts=m.attempts, error=text)
         session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == m.id, OutboxMessage.state == SENDING)
             .values(**values)
         )
+    for purpose, reasons in given_up.items():
+        failure_hook = (failure_hooks or {}).get(purpose)
+        if failure_hook is not None:
+            failure_hook(session, reasons, now)
     return len(sent_ids), len(failed)
+
+
+# Transactions storing outcomes at the same time (PostgreSQL; SQLite stores one at a time).
+RECORDERS_AT_ONCE = 2
+
+
+class RecordingFailed(Exception):
+    """Outcomes could not be stored (the database is unreachable): sending stops, since whatever
+    is sent now would be sent again after the lease."""
+
+
+class Outcomes:
+    """Each message's outcome, handed over by the sender as soon as it is known.
+
+    A sender calls ``admit`` just before it hands a message's content over (from then on the
+    server may accept it) and ``report`` once it knows the outcome. ``admit`` waits while ``limit``
+    admitted messages are unsettled (being handed over, or accepted and not yet stored by the
+    recorder): after a crash only those can be sent again. Without a limit it never waits (a sender
+    that writes its messages in one transaction need not admit them at all).
+
+    The recorder takes the outcomes in groups (``next_group``): at once when a sender waits for
+    admission, else once half the limit has gathered or ``linger`` seconds after the first one (a
+    group's transaction costs far more than a message in it)."""
+
+    def __init__(self, limit: int | None = None, *, linger: float = 0.02) -> None:
+        self.results: dict[int, str | None] = {}
+        self._limit = limit
+        self._group = max(1, limit // 2) if limit is not None else 1
+        self._linger = linger
+        self._unsettled: set[int] = set()
+        self._waiting = 0  # senders waiting for admission
+        self._settled = asyncio.Condition()
+        self._fresh: list[tuple[ClaimedMessage, str | None]] = []
+        self._arrived = asyncio.Event()
+        self._closed = False
+        self.broken: BaseException | None = None
+
+    def _room(self) -> bool:
+        return self.broken is not None or self._limit is None or len(self._unsettled) < self._limit
+
+    async def admit(self, message: ClaimedMessage) -> None:
+        if self._limit is not None:
+            async with self._settled:
+                if not self._room():
+                    self._waiting += 1
+                    self._arrived.set()  # the recorder should not linger now
+                    try:
+                        await self._settled.wait_for(self._room)
+                    finally:
+                        self._waiting -= 1
+                if self.broken is None:
+                    self._unsettled.add(message.id)
+        if self.broken is not None:
+            raise RecordingFailed("delivery outcomes cannot be stored") from self.broken
+
+    def report(self, message: ClaimedMessage, error: str | None) -> None:
+        """``error`` is None when the message was accepted; only the first report counts."""
+        if message.id in self.results:
+            return
+        self.results[message.id] = error
+        self._fresh.append((message, error))
+        self._arrived.set()
+
+    async def next_group(self) -> list[tuple[ClaimedMessage, str | None]]:
+        """The outcomes reported since the last group, once a group is due; empty once closed."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while not self._closed:
+            if self._fresh and (len(self._fresh) >= self._group or self._waiting):
+                break
+            if self._fresh and deadline is None:
+                deadline = loop.time() + self._linger
+            self._arrived.clear()
+            if deadline is None:
+                await self._arrived.wait()
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._arrived.wait()
+        group, self._fresh = self._fresh, []
+        return group
+
+    async def settle(self, ids: Iterable[int]) -> None:
+        async with self._settled:
+            self._unsettled.difference_update(ids)
+            self._settled.notify_all()
+
+    async def break_off(self, exc: BaseException) -> None:
+        self.broken = exc
+        async with self._settled:
+            self._settled.notify_all()
+
+    def close(self) -> None:
+        self._closed = True
+        self._arrived.set()
+
+
+class Held:
+    """The claims this process holds (claimed, outcome not yet stored): ``{id: attempts}``, the
+    leases ``leases_kept`` renews. Shared with worker threads that claim."""
+
+    def __init__(self) -> None:
+        self._claims: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, claimed: Iterable[ClaimedMessage]) -> None:
+        with self._lock:
+            self._claims.update((m.id, m.attempts) for m in claimed)
+
+    def discard(self, ids: Iterable[int]) -> None:
+        with self._lock:
+            for message_id in ids:
+                self._claims.pop(message_id, None)
+
+    def snapshot(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._claims)
+
+
+@contextlib.asynccontextmanager
+async def leases_kept(
+    factory: sessionmaker[Session], held: Held, *, lease: timedelta, now: Callable[[], datetime] = utcnow
+) -> AsyncIterator[Held]:
+    """While the block runs, renew the leases of ``held`` claims every third of the lease, so that a
+    slow pass keeps its messages and only a dead process's claims are taken over."""
+
+    def renew(claims: dict[int, int]) -> None:
+        with transaction(factory) as session:
+            renew_leases(session, claims, now=now(), lease=lease)
+
+    async def heartbeat() -> None:
+        while True:
+            await asyncio.sleep(lease.total_seconds() / 3)
+            claims = held.snapshot()
+            if claims:
+                try:
+                    await asyncio.to_thread(renew, claims)
+                except Exception:  # the next beat tries again; the lease still has two thirds left
+                    log.exception("outbox.lease_renewal_failed", claims=len(claims))
+
+    task = asyncio.create_task(heartbeat())
+    try:
+        yield held
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class Sender(Protocol):
     channel: str
 
-    async def deliver(self, messages: Sequence[ClaimedMessage]) -> dict[int, str | None]:
-        """Deliver each message; map its id to None (accepted) or the error text."""
+    async def deliver(self, messages: Sequence[ClaimedMessage], outcomes: Outcomes) -> None:
+        """Deliver each message and report its outcome to ``outcomes`` (None when accepted, else
+        the error; ``Undeliverable`` when no retry can help) as soon as it is known; ``admit`` each
+        message before sending it when a crash in between could send it twice."""
         ...
 
     async def close(self) -> None:
@@ -259,16 +492,27 @@ class Sender(Protocol):
 class DrainReport:
     sent: int = 0
     failed: int = 0
+    stopped: bool = False  # a whole batch failed with errors a retry may cure: the server seems down
 
 
-async def send(senders: Mapping[str, Sender], claimed: Sequence[ClaimedMessage]) -> dict[int, str | None]:
-    """Hand each claimed message to its channel's sender; returns each one's error or None."""
-    errors: dict[int, str | None] = {}
+async def send(senders: Mapping[str, Sender], claimed: Sequence[ClaimedMessage], outcomes: Outcomes) -> None:
+    """Hand each claimed message to its channel's sender. A sender that fails unexpectedly fails
+    the messages it did not report (they are retried), not the pass."""
     for channel, sender in senders.items():
         subset = [m for m in claimed if m.channel == channel]
-        if subset:
-            errors.update(await sender.deliver(subset))
-    return errors
+        if not subset:
+            continue
+        error = "not reported by the sender"
+        try:
+            await sender.deliver(subset, outcomes)
+        except RecordingFailed:
+            raise
+        except Exception as exc:
+            log.exception("outbox.sender_failed", channel=channel, messages=len(subset))
+            error = f"{type(exc).__name__}: {exc}"
+        for m in subset:
+            if m.id not in outcomes.results:
+                outcomes.report(m, error)
 
 
 async def deliver_batches(
@@ -278,38 +522,96 @@ async def deliver_batches(
     *,
     max_attempts: int,
     hooks: Mapping[str, DeliveryHook] | None = None,
+    failure_hooks: Mapping[str, FailureHook] | None = None,
     now: Callable[[], datetime] = utcnow,
+    unrecorded_limit: int | None = None,
+    held: Held | None = None,
+    lease: timedelta | None = None,
 ) -> DrainReport:
-    """Send claimed batches as they come, recording each outcome (a database write) while the next
-    batch is sent. After a batch in which every message failed (the server is likely down) it stops
-    and closes ``batches``: what was claimed but not sent waits for its lease or release, and the
-    back-off decides when failed messages are tried again."""
+    """Send claimed batches as they come; a background recorder stores the outcomes in small
+    groups while sending goes on (at most ``unrecorded_limit`` messages in flight or unrecorded).
+    After a batch in which every message failed (the server is likely down) it stops and closes
+    ``batches``: what was claimed but not sent waits for its lease or release, and the back-off
+    decides when failed messages are tried again. ``held`` is renewed by the caller; without it,
+    the leases of the batches are renewed here when ``lease`` is given."""
+    if held is None and lease is not None:
+        async with leases_kept(factory, Held(), lease=lease, now=now) as own:
+            return await deliver_batches(
+                factory,
+                senders,
+                batches,
+                max_attempts=max_attempts,
+                hooks=hooks,
+                failure_hooks=failure_hooks,
+                now=now,
+                unrecorded_limit=unrecorded_limit,
+                held=own,
+            )
+    held = held if held is not None else Held()
     report = DrainReport()
+    outcomes = Outcomes(unrecorded_limit)
 
-    def record(claimed: list[ClaimedMessage], errors: dict[int, str | None]) -> tuple[int, int]:
+    def record(group: list[tuple[ClaimedMessage, str | None]]) -> tuple[int, int]:
         with transaction(factory) as session:
-            return record_results(session, claimed, errors, now=now(), max_attempts=max_attempts, hooks=hooks)
+            if session.get_bind().dialect.name == "postgresql":
+                # Not waiting for the WAL flush (several ms a commit, paid by every small group):
+                # should the database server itself crash, the last outcomes may be lost, and
+                # those messages are sent again after their lease, as after a crash of ours.
+                session.execute(text("SET LOCAL synchronous_commit = off"))
+            return record_results(
+                session,
+                [m for m, _ in group],
+                {m.id: error for m, error in group},
+                now=now(),
+                max_attempts=max_attempts,
+                hooks=hooks,
+                failure_hooks=failure_hooks,
+            )
 
-    recording: asyncio.Task[tuple[int, int]] | None = None
+    async def store(group: list[tuple[ClaimedMessage, str | None]]) -> None:
+        try:
+            sent, failed = await asyncio.to_thread(record, group)
+        except Exception as exc:
+            log.exception("outbox.record_failed", messages=len(group))
+            await outcomes.break_off(exc)
+            return
+        report.sent += sent
+        report.failed += failed
+        ids = [m.id for m, _ in group]
+        held.discard(ids)
+        await outcomes.settle(ids)
 
-    async def collect() -> None:
-        nonlocal recording
-        if recording is not None:
-            task, recording = recording, None
-            sent, failed = await task
-            report.sent += sent
-            report.failed += failed
+    # A small group's transaction is mostly waiting (round trips, the commit's flush): on PostgreSQL
+    # several are stored at once; SQLite has one writer.
+    with factory() as session:
+        at_once = 1 if session.get_bind().dialect.name == "sqlite" else RECORDERS_AT_ONCE
 
+    async def recorder() -> None:
+        storing: set[asyncio.Task[None]] = set()
+        while outcomes.broken is None:
+            if len(storing) >= at_once:  # outcomes gather meanwhile: the next group is larger
+                _, storing = await asyncio.wait(storing, return_when=asyncio.FIRST_COMPLETED)
+            if not (group := await outcomes.next_group()):
+                break
+            storing.add(asyncio.create_task(store(group)))
+        if storing:
+            await asyncio.wait(storing)
+
+    recording = asyncio.create_task(recorder())
     try:
         async for claimed in batches:
-            errors = await send(senders, claimed)
-            await collect()
-            recording = asyncio.create_task(asyncio.to_thread(record, claimed, errors))
-            if all(error is not None for error in errors.values()):
+            held.add(claimed)
+            await send(senders, claimed, outcomes)
+            errors = [outcomes.results.get(m.id) for m in claimed]
+            if errors and all(e is not None and not isinstance(e, Undeliverable) for e in errors):
+                report.stopped = True
                 break
     finally:
-        await collect()
+        outcomes.close()
+        await recording
         await batches.aclose()
+    if outcomes.broken is not None:
+        raise RecordingFailed("delivery outcomes cannot be stored") from outcomes.broken
     return report
 
 
@@ -322,22 +624,50 @@ async def drain(
     max_attempts: int,
     lease: timedelta,
     hooks: Mapping[str, DeliveryHook] | None = None,
+    failure_hooks: Mapping[str, FailureHook] | None = None,
     now: Callable[[], datetime] = utcnow,
+    unrecorded_limit: int | None = None,
+    held: Held | None = None,
 ) -> DrainReport:
     """Deliver every message due now, batch by batch, until none is left to claim; the next batch is
     claimed while one is sent. The caller closes the senders (their connections serve several
-    drains)."""
+    drains). ``held`` (renewed by the caller) gets each claim; without it, leases are renewed here."""
+    if held is None:
+        async with leases_kept(factory, Held(), lease=lease, now=now) as own:
+            return await drain(
+                factory,
+                senders,
+                secret=secret,
+                batch_size=batch_size,
+                max_attempts=max_attempts,
+                lease=lease,
+                hooks=hooks,
+                failure_hooks=failure_hooks,
+                now=now,
+                unrecorded_limit=unrecorded_limit,
+                held=own,
+            )
+    holding = held
 
     def claim_batch() -> list[ClaimedMessage]:
         with transaction(factory) as session:
-            return claim(
-                session, secret=secret, channels=senders.keys(), now=now(), limit=batch_size, lease=lease
+            claimed = claim(
+                session,
+                secret=secret,
+                channels=senders.keys(),
+                now=now(),
+                limit=batch_size,
+                lease=lease,
+                failure_hooks=failure_hooks,
             )
+        holding.add(claimed)
+        return claimed
 
     def release_batch(claimed: list[ClaimedMessage]) -> None:
         if claimed:
             with transaction(factory) as session:
                 release(session, [m.id for m in claimed])
+            holding.discard(m.id for m in claimed)
 
     async def claimed_batches() -> AsyncGenerator[list[ClaimedMessage], None]:
         prefetch = asyncio.create_task(asyncio.to_thread(claim_batch))
@@ -350,5 +680,13 @@ async def drain(
             await asyncio.to_thread(release_batch, await prefetch)
 
     return await deliver_batches(
-        factory, senders, claimed_batches(), max_attempts=max_attempts, hooks=hooks, now=now
+        factory,
+        senders,
+        claimed_batches(),
+        max_attempts=max_attempts,
+        hooks=hooks,
+        failure_hooks=failure_hooks,
+        now=now,
+        unrecorded_limit=unrecorded_limit,
+        held=holding,
     )

@@ -44,6 +44,7 @@ async def send_claimed(
     claimed: list[outbox.ClaimedMessage],
     senders: Mapping[str, outbox.Sender] | None = None,
     hooks: Mapping[str, outbox.DeliveryHook] | None = None,
+    failure_hooks: Mapping[str, outbox.FailureHook] | None = None,
 ) -> outbox.DrainReport:
     senders = senders if senders is not None else default_senders(settings, factory)
 
@@ -52,7 +53,14 @@ async def send_claimed(
 
     try:
         return await outbox.deliver_batches(
-            factory, senders, one_batch(), max_attempts=settings.outbox_max_attempts, hooks=hooks
+            factory,
+            senders,
+            one_batch(),
+            max_attempts=settings.outbox_max_attempts,
+            hooks=hooks,
+            failure_hooks=failure_hooks,
+            unrecorded_limit=settings.unrecorded_limit,
+            lease=SEND_NOW_LEASE,
         )
     finally:
         for sender in senders.values():

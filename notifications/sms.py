@@ -14,7 +14,7 @@ import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import DevMailboxMessage
-from notifications.outbox import ClaimedMessage
+from notifications.outbox import ClaimedMessage, Outcomes, Undeliverable
 from onboarding.clock import utcnow
 from onboarding.db import transaction
 from onboarding.settings import Settings
@@ -28,22 +28,30 @@ class DevSmsSender:
     def __init__(self, factory: sessionmaker[Session]) -> None:
         self.factory = factory
 
-    async def deliver(self, messages: Sequence[ClaimedMessage]) -> dict[int, str | None]:
+    async def deliver(self, messages: Sequence[ClaimedMessage], outcomes: Outcomes) -> None:
         now = utcnow()
-        with transaction(self.factory) as session:
+        kept: list[ClaimedMessage] = []
+        with transaction(self.factory) as session:  # one transaction: nothing to admit
             for m in messages:
+                try:
+                    text = m.payload.decode()
+                except UnicodeDecodeError as exc:
+                    outcomes.report(m, Undeliverable(f"not UTF-8 text: {exc}"))
+                    continue
                 session.add(
                     DevMailboxMessage(
                         outbox_id=m.id,
                         channel="sms",
                         recipient=m.recipient,
                         subject=None,
-                        text_body=m.payload.decode(),
+                        text_body=text,
                         html_body=None,
                         created_at=now,
                     )
                 )
-        return {m.id: None for m in messages}
+                kept.append(m)
+        for m in kept:
+            outcomes.report(m, None)
 
     async def close(self) -> None:
         return None
@@ -61,20 +69,27 @@ class HttpSmsSender:
         self.client = httpx.AsyncClient(timeout=settings.sms_http_timeout_seconds)
         self.gate = asyncio.Semaphore(8)
 
-    async def _post(self, message: ClaimedMessage) -> str | None:
-        body = {"to": message.recipient, "body": message.payload.decode(), "reference": str(message.id)}
+    async def _post(self, message: ClaimedMessage, outcomes: Outcomes) -> None:
+        try:
+            text = message.payload.decode()
+        except UnicodeDecodeError as exc:
+            outcomes.report(message, Undeliverable(f"not UTF-8 text: {exc}"))
+            return
+        body = {"to": message.recipient, "body": text, "reference": str(message.id)}
         async with self.gate:
+            await outcomes.admit(message)
             try:
                 response = await self.client.post(self.url, json=body)
             except httpx.HTTPError as exc:
-                return f"{type(exc).__name__}: {exc}"
+                outcomes.report(message, f"{type(exc).__name__}: {exc}")
+                return
         if 200 <= response.status_code < 300:
-            return None
-        return f"gateway answered HTTP {response.status_code}"
+            outcomes.report(message, None)
+        else:
+            outcomes.report(message, f"gateway answered HTTP {response.status_code}")
 
-    async def deliver(self, messages: Sequence[ClaimedMessage]) -> dict[int, str | None]:
-        results = await asyncio.gather(*(self._post(m) for m in messages))
-        return {m.id: error for m, error in zip(messages, results, strict=True)}
+    async def deliver(self, messages: Sequence[ClaimedMessage], outcomes: Outcomes) -> None:
+        await asyncio.gather(*(self._post(m, outcomes) for m in messages))
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -105,11 +105,20 @@ def _email(
 
 @dataclass
 class PreparedInvitation:
-    """An invitation and its email, rendered before any lock is taken (see ``commit_prepared``)."""
+    """An invitation and its email, rendered before any lock is taken (see ``commit_prepared``);
+    or, when the email could not be built from the order's data, why (``failure``)."""
 
     order_id: int
     values: dict[str, Any]
-    message: outbox.NewMessage
+    message: outbox.NewMessage | None
+    failure: str | None = None
+
+
+def unpreparable(order: DueOrder, reason: str) -> PreparedInvitation:
+    """An order whose invitation email cannot be built: ``commit_prepared`` claims it and records
+    why on its timeline instead of storing an invitation, so that it does not come back every pass
+    (a corrected order becomes due again through the order service's due rule)."""
+    return PreparedInvitation(order.id, {"email": order.buyer_email}, None, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +238,7 @@ def commit_prepared(
     if not current:
         return StoredBatch()
     keep: list[PreparedInvitation] = []
+    failed: list[PreparedInvitation] = []
     for p in prepared:
         row = current.get(p.order_id)
         if row is None:
@@ -240,8 +250,27 @@ def commit_prepared(
             session.execute(
                 update(Order).where(Order.id == p.order_id).values(invite_after=now.date(), invited_at=None)
             )
+        elif p.failure is not None:
+            failed.append(p)
         else:
             keep.append(p)
+    if failed:
+        session.execute(
+            update(Order).where(Order.id.in_([p.order_id for p in failed])).values(invited_at=None)
+        )
+        session.execute(
+            insert(_ORDER_EVENTS),
+            [
+                {
+                    "order_id": p.order_id,
+                    "at": now,
+                    "kind": "invitation_failed",
+                    "actor": "scheduler",
+                    "detail": p.failure,
+                }
+                for p in failed
+            ],
+        )
     if not keep:
         return StoredBatch()
     revoke_live(session, [p.order_id for p in keep], now=now, reason="superseded")
@@ -257,7 +286,11 @@ def commit_prepared(
     }
     claimed_messages = outbox.enqueue_many(
         session,
-        [replace(p.message, reference_id=ids_by_hash[p.values["token_hash"]]) for p in keep],
+        [
+            replace(p.message, reference_id=ids_by_hash[p.values["token_hash"]])
+            for p in keep
+            if p.message is not None
+        ],
         secret=settings.secret_key_value(),
         now=now,
         claim_lease=claim_lease,
@@ -269,6 +302,7 @@ def commit_prepared(
 
 
 _INVITATIONS = cast(Table, Invitation.__table__)
+_INVITATION_EVENTS = ("invitation_created", "invitation_sent", "invitation_failed", "invitation_reissued")
 _ORDER_EVENTS = cast(Table, OrderEvent.__table__)
 
 
@@ -294,15 +328,16 @@ def _scheduler_events(session: Session, order_ids: Select[int], kind: str, now: 
 
 
 def _order_events(session: Session, invitation_ids: list[int], kind: str, now: datetime) -> None:
-    orders = select(Invitation.order_id).where(Invitation.id.in_(invitation_ids))
+    orders = select(_INVITATIONS.c.order_id).where(_INVITATIONS.c.id.in_(invitation_ids))
     _scheduler_events(session, orders, kind, now)
 
 
 def delivery_hooks(settings: Settings) -> dict[str, outbox.DeliveryHook]:
     def invitation_delivered(session: Session, invitation_ids: list[int], now: datetime) -> None:
+        # On the table (Core): this runs for every small group of delivered invitations.
         session.execute(
-            update(Invitation)
-            .where(Invitation.id.in_(invitation_ids), Invitation.sent_at.is_(None))
+            update(_INVITATIONS)
+            .where(_INVITATIONS.c.id.in_(invitation_ids), _INVITATIONS.c.sent_at.is_(None))
             .values(
                 sent_at=now,
                 expires_at=now + timedelta(days=settings.invitation_valid_days),
@@ -315,6 +350,48 @@ def delivery_hooks(settings: Settings) -> dict[str, outbox.DeliveryHook]:
         _order_events(session, invitation_ids, "reminder_sent", now)
 
     return {PURPOSE_INVITATION: invitation_delivered, PURPOSE_REMINDER: reminder_delivered}
+
+
+# A reason is shown to staff on the order's timeline; the outbox's reasons name at most the order's
+# own email address.
+_REASON_KEPT = 1000
+
+
+def failure_hooks() -> dict[str, outbox.FailureHook]:
+    """When an invitation or reminder email is given up (dead), the order's timeline says so and
+    why (``invitation_failed`` / ``reminder_failed``), and the funnel shows it."""
+
+    def recorder(kind: str) -> outbox.FailureHook:
+        def record(session: Session, reasons: list[tuple[int, str]], now: datetime) -> None:
+            ids = [invitation_id for invitation_id, _ in reasons]
+            orders: dict[int, int] = {
+                row.id: row.order_id
+                for row in session.execute(
+                    select(Invitation.id, Invitation.order_id).where(Invitation.id.in_(ids))
+                )
+            }
+            rows = [
+                {
+                    "order_id": orders[i],
+                    "at": now,
+                    "kind": kind,
+                    "actor": "scheduler",
+                    "detail": reason[:_REASON_KEPT],
+                }
+                for i, reason in reasons
+                if i in orders
+            ]
+            if rows:
+                session.execute(insert(_ORDER_EVENTS), rows)
+
+        return record
+
+    return {PURPOSE_INVITATION: recorder("invitation_failed"), PURPOSE_REMINDER: recorder("reminder_failed")}
+
+
+def build_failure(exc: Exception) -> str:
+    """Why an email could not be built, for the order's timeline."""
+    return f"the email could not be built: {type(exc).__name__}: {exc}"[:_REASON_KEPT]
 
 
 def _state(invitation: Invitation, order: Order, now: datetime) -> LinkState:
@@ -366,10 +443,10 @@ def queue_due_reminders(
         sealed, invitation.token_sealed = invitation.token_sealed, None
         if sealed is None or _state(invitation, order, now) is not LinkState.VALID:
             continue
-        token = unseal_text(secret, TOKEN_PURPOSE, sealed)
         assert invitation.expires_at is not None
-        reminders.append(
-            _email(
+        try:
+            token = unseal_text(secret, TOKEN_PURPOSE, sealed)
+            reminder = _email(
                 settings,
                 template="invitation_reminder",
                 purpose=PURPOSE_REMINDER,
@@ -382,7 +459,10 @@ def queue_due_reminders(
                 token=token,
                 expires=invitation.expires_at,
             )
-        )
+        except Exception as exc:  # this order's data only: the other reminders go out
+            add_event(session, order, "reminder_failed", "scheduler", now, build_failure(exc))
+            continue
+        reminders.append(reminder)
         invitation.reminded_at = now
     outbox.enqueue_many(session, reminders, secret=secret, now=now)
     return len(claimed), len(reminders)
@@ -488,8 +568,18 @@ def funnel(session: Session, order: Order, *, now: datetime) -> OnboardingFunnel
         stage = "due"
     else:
         stage = "not_due"
+    # The latest invitation's fate, if the email was given up: the order timeline's newest event
+    # about it says so (a new invitation, e.g. after the email was corrected, starts afresh).
+    latest = session.execute(
+        select(OrderEvent.kind, OrderEvent.detail)
+        .where(OrderEvent.order_id == order.id, OrderEvent.kind.in_(_INVITATION_EVENTS))
+        .order_by(OrderEvent.at.desc(), OrderEvent.id.desc())
+        .limit(1)
+    ).first()
+    failure = latest.detail or "" if latest is not None and latest.kind == "invitation_failed" else None
     return OnboardingFunnel(
         stage=stage,
+        invitation_failure=failure,
         invite_after=order.invite_after,
         invited_at=order.invited_at,
         opened_at=invitation.opened_at if invitation else None,

@@ -17,7 +17,7 @@ from notifications import outbox
 from notifications.senders import default_senders
 from onboarding import invitations
 from onboarding.clock import utcnow
-from onboarding.db import transaction
+from onboarding.db import engine_of, make_session_factory, sibling_engine, transaction
 from onboarding.settings import Settings
 from vehicles.models import Dealer, VehicleModel
 
@@ -77,11 +77,14 @@ async def queue_invitations_cooperatively(
     *,
     now: datetime,
     written: Handover,
+    held: outbox.Held | None = None,
 ) -> int:
     """Write every due invitation into the outbox. Emails are rendered outside any transaction,
     yielding now and then so that the SMTP connections keep moving, and each batch is stored in a
     short transaction (SQLite's single writer is not held while rendering). The batch's emails are
-    stored already claimed by this process and put on ``written`` to be sent from memory."""
+    stored already claimed by this process (added to ``held``, whose leases the pass renews) and
+    put on ``written`` to be sent from memory. An order whose email cannot be built fails alone:
+    it is claimed with the reason on its timeline, and the others go on."""
     invited = 0
     lease = timedelta(seconds=settings.outbox_lease_seconds)
 
@@ -91,7 +94,10 @@ async def queue_invitations_cooperatively(
 
     def store(prepared: list[invitations.PreparedInvitation]) -> invitations.StoredBatch:
         with transaction(factory) as session:
-            return invitations.commit_prepared(session, settings, prepared, now=now, claim_lease=lease)
+            batch = invitations.commit_prepared(session, settings, prepared, now=now, claim_lease=lease)
+        if held is not None:
+            held.add(batch.claimed)
+        return batch
 
     # A small first batch: the SMTP connections start after a few dozen emails, not a thousand.
     limit = max(1, settings.scheduler_batch_size // 16)
@@ -102,7 +108,11 @@ async def queue_invitations_cooperatively(
             return invited
         prepared = []
         for n, (order, dealer, model) in enumerate(rows):
-            prepared.append(invitations.prepare_invitation(settings, order, dealer, model, now=now))
+            try:
+                prepared.append(invitations.prepare_invitation(settings, order, dealer, model, now=now))
+            except Exception as exc:  # this order's data (an address, a value a template cannot take)
+                log.warning("scheduler.invitation_unbuildable", order_id=order.id, error=repr(exc))
+                prepared.append(invitations.unpreparable(order, invitations.build_failure(exc)))
             if n % 4 == 3:
                 await asyncio.sleep(0)
         # In a thread: the database's own work does not hold up the SMTP connections.
@@ -126,11 +136,16 @@ async def run_due_jobs(
     written = Handover()
     report = JobReport()
     hooks = invitations.delivery_hooks(settings)
+    failure_hooks = invitations.failure_hooks()
+    lease = timedelta(seconds=settings.outbox_lease_seconds)
+    held = outbox.Held()  # every claim of this pass, its lease renewed until its outcome is stored
+    # At most this many messages sent (or being sent) and not yet recorded: what a crash can repeat.
+    unrecorded_limit = settings.unrecorded_limit
 
     async def queue() -> None:
         try:
             report.invited = await queue_invitations_cooperatively(
-                factory, settings, now=now(), written=written
+                factory, settings, now=now(), written=written, held=held
             )
             report.reminded = await asyncio.to_thread(queue_due_reminders, factory, settings, now=now())
         finally:
@@ -141,15 +156,27 @@ async def run_due_jobs(
             yield batch
 
     async def deliver() -> None:
-        fresh = await outbox.deliver_batches(
-            factory, senders, fresh_batches(), max_attempts=settings.outbox_max_attempts, hooks=hooks, now=now
-        )
-        # Stopped early (server down): the remaining batches are taken unsent, so that queueing
-        # can finish. They stay claimed until their lease runs out; then any scheduler sends them.
-        while not written.ended:
-            await written.get()
+        try:
+            fresh = await outbox.deliver_batches(
+                factory,
+                senders,
+                fresh_batches(),
+                max_attempts=settings.outbox_max_attempts,
+                hooks=hooks,
+                failure_hooks=failure_hooks,
+                now=now,
+                unrecorded_limit=unrecorded_limit,
+                held=held,
+            )
+        finally:
+            # Stopped early (server down, or failed): the remaining batches are taken unsent, so
+            # that queueing can finish. They stay claimed until their lease runs out (no longer
+            # renewed); then any scheduler sends them.
+            while not written.ended:
+                if (batch := await written.get()) is not None:
+                    held.discard(m.id for m in batch)
         report.sent, report.failed = fresh.sent, fresh.failed
-        if fresh.failed and not fresh.sent:
+        if fresh.stopped and not fresh.sent:
             return  # the server is down: the back-off decides the retry
         drained = await outbox.drain(
             factory,
@@ -157,14 +184,22 @@ async def run_due_jobs(
             secret=settings.secret_key_value(),
             batch_size=settings.scheduler_batch_size,
             max_attempts=settings.outbox_max_attempts,
-            lease=timedelta(seconds=settings.outbox_lease_seconds),
+            lease=lease,
             hooks=hooks,
+            failure_hooks=failure_hooks,
             now=now,
+            unrecorded_limit=unrecorded_limit,
+            held=held,
         )
         report.sent, report.failed = report.sent + drained.sent, report.failed + drained.failed
 
     try:
-        await asyncio.gather(queue(), deliver())
+        async with outbox.leases_kept(factory, held, lease=lease, now=now):
+            # Both run to their end even when one fails, so that what was sent is recorded.
+            outcomes = await asyncio.gather(queue(), deliver(), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
     finally:
         for sender in senders.values():
             await sender.close()
@@ -173,13 +208,37 @@ async def run_due_jobs(
     return report
 
 
-def start_background(factory: sessionmaker[Session], settings: Settings) -> BackgroundScheduler:
-    """APScheduler only triggers; the claims in the database make concurrent runs safe."""
+class BackgroundJobs:
+    """The in-process scheduler and the engine it alone uses (``start_background``)."""
+
+    def __init__(self, scheduler: BackgroundScheduler, factory: sessionmaker[Session]) -> None:
+        self.scheduler = scheduler
+        self.session_factory = factory
+
+    def shutdown(self, wait: bool = True) -> None:
+        self.scheduler.shutdown(wait=wait)
+        # A pass still running keeps the connections it has checked out; they close when it ends.
+        engine_of(self.session_factory).dispose()
+
+
+def start_background(factory: sessionmaker[Session], settings: Settings) -> BackgroundJobs:
+    """APScheduler only triggers; the claims in the database make concurrent runs safe.
+
+    The jobs run with capacity of their own, so that a burst of requests never starves them: their
+    own thread (APScheduler's) and event loop with its threads, and their own engine and pool on
+    ``factory``'s database (``scheduler_db_pool_size`` connections, as many again for a moment's
+    need), never the requests' pool. On SQLite they wait for the write lock as long as jobs do."""
+    engine = sibling_engine(
+        engine_of(factory),
+        pool_size=settings.scheduler_db_pool_size,
+        max_overflow=settings.scheduler_db_pool_size,
+    )
+    jobs_factory = make_session_factory(engine)
     scheduler = BackgroundScheduler(timezone="UTC")
 
     def tick() -> None:
         try:
-            asyncio.run(run_due_jobs(factory, settings))
+            asyncio.run(run_due_jobs(jobs_factory, settings))
         except Exception:
             log.exception("scheduler.failed")
 
@@ -192,4 +251,4 @@ def start_background(factory: sessionmaker[Session], settings: Settings) -> Back
         next_run_time=utcnow(),
     )
     scheduler.start()
-    return scheduler
+    return BackgroundJobs(scheduler, jobs_factory)

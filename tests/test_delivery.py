@@ -1,4 +1,5 @@
-"""Delivery guarantees: the mail server down loses nothing; four schedulers send each invitation once."""
+"""Delivery guarantees: the mail server down loses nothing; four schedulers send each invitation once;
+one bad message fails alone with its reason on the order; leases are renewed while a sender works."""
 
 from __future__ import annotations
 
@@ -8,18 +9,27 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from aiosmtpd.controller import Controller
+from sqlalchemy import func, insert, select, update
 
+from notifications import outbox
 from notifications.models import OutboxMessage
+from notifications.outbox import ClaimedMessage, NewMessage, Outcomes
+from onboarding.clock import utcnow
+from onboarding.db import transaction
+from onboarding.invitations import funnel
 from onboarding.models import Invitation
 from onboarding.scheduler import run_due_jobs
 from onboarding.settings import Settings
-from tests.conftest import NOW, Database, SmtpServer
+from tests.conftest import NOW, Database, Mailbox, SmtpServer, free_port
 from tests.helpers import order_payload, put_order, run_jobs
-from vehicles.models import Order
+from vehicles.models import Order, OrderEvent
 
 DAY = timedelta(days=1)
 
@@ -210,3 +220,199 @@ def test_emails_claimed_by_a_scheduler_that_died_are_sent_after_the_lease(
     assert run_jobs(db.factory, smtp_settings, NOW + lease + td(seconds=1)).sent == 3
     run_jobs(db.factory, smtp_settings, NOW + 2 * lease)
     assert sorted(m["To"] for m in smtp.mailbox.messages) == [f"buyer{n}@example.com" for n in range(3)]
+
+
+# --- one bad message fails alone, with its reason where staff see it -------------------------------
+
+
+@pytest.fixture
+def ascii_smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server without SMTPUTF8 (RFC 6531): it takes only ASCII addresses."""
+    server = SmtpServer(Mailbox(), free_port())
+    server.controller = Controller(
+        server.mailbox, hostname="127.0.0.1", port=server.port, enable_SMTPUTF8=False
+    )
+    server.controller.start()
+    yield server
+    server.stop()
+
+
+def _events(db: Database, kind: str) -> list[tuple[str, str | None]]:
+    with db.factory() as session:
+        rows = session.execute(
+            select(Order.order_number, OrderEvent.detail)
+            .join(Order, Order.id == OrderEvent.order_id)
+            .where(OrderEvent.kind == kind)
+        )
+        return [(number, detail) for number, detail in rows]
+
+
+def _funnel_failure(db: Database, number: str) -> str | None:
+    with db.factory() as session:
+        order = session.scalars(select(Order).where(Order.order_number == number)).one()
+        return funnel(session, order, now=NOW).invitation_failure
+
+
+def test_an_address_without_smtputf8_is_dead_at_once_and_shown_on_the_order(
+    db: Database, reference: None, settings: Settings, ascii_smtp: SmtpServer
+) -> None:
+    settings = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": ascii_smtp.port})
+    buyers = {"A0": "astrid@example.com", "A1": "jörg@bücher.example", "A2": "anna@xn--bcher-kva.example"}
+    for number, email in buyers.items():
+        put_order(
+            db.factory, settings, number, NOW, **order_payload((NOW + 5 * DAY).date(), buyer_email=email)
+        )
+    report = run_jobs(db.factory, settings, NOW)
+    assert (report.invited, report.sent, report.failed) == (3, 2, 1)
+    # The IDNA domain arrives (stored by the API as anna@bücher.example, sent as punycode).
+    assert sorted(rcpt for _, [rcpt] in ascii_smtp.mailbox.envelopes) == [
+        "anna@xn--bcher-kva.example",
+        "astrid@example.com",
+    ]
+    with db.factory() as session:
+        dead = session.scalars(select(OutboxMessage).where(OutboxMessage.state == "dead")).one()
+        assert (dead.recipient, dead.attempts) == ("jörg@bücher.example", 1)  # not retried 20 times
+        assert dead.last_error is not None and "SMTPUTF8" in dead.last_error
+    [(number, detail)] = _events(db, "invitation_failed")
+    assert number == "A1" and detail is not None and "SMTPUTF8" in detail
+    failure = _funnel_failure(db, "A1")
+    assert failure is not None and "SMTPUTF8" in failure
+    assert _funnel_failure(db, "A0") is None
+    # Later passes leave it alone: one stated outcome, no retry storm.
+    assert run_jobs(db.factory, settings, NOW + timedelta(days=1)).failed == 0
+
+
+def test_an_order_whose_email_cannot_be_built_fails_alone_and_the_cli_pass_exits_0(
+    db: Database, reference: None, smtp: SmtpServer
+) -> None:
+    _seed_due_orders(db, 3)
+    with db.engine.begin() as conn:  # bad data that did not come through the order service
+        conn.execute(update(Order).where(Order.order_number == "P00001").values(buyer_email="no address"))
+    env = {
+        **os.environ,
+        "ONBOARDING_DATABASE_URL": db.url,
+        "ONBOARDING_SECRET_KEY": "cli-test-secret-" + "y" * 30,
+        "ONBOARDING_SMTP_HOST": "127.0.0.1",
+        "ONBOARDING_SMTP_PORT": str(smtp.port),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "onboarding.cli", "scheduler", "run-once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "invited 2, reminders 0, sent 2, failed 0" in done.stdout
+    assert sorted(m["To"] for m in smtp.mailbox.messages) == ["buyer0@example.com", "buyer2@example.com"]
+    [(number, detail)] = _events(db, "invitation_failed")
+    assert number == "P00001" and detail is not None and "could not be built" in detail
+    with db.factory() as session:
+        order = session.scalars(select(Order).where(Order.order_number == "P00001")).one()
+        assert (order.invite_after, order.invited_at) == (None, None)  # not retried every pass
+        assert funnel(session, order, now=NOW).invitation_failure == detail
+
+
+def test_a_stored_message_that_cannot_be_decrypted_fails_alone(
+    db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer
+) -> None:
+    secret = smtp_settings.secret_key_value()
+    with transaction(db.factory) as session:
+        for n, key in enumerate((secret, "another-key-" + "z" * 40, secret)):
+            message = NewMessage("email", "test", f"r{n}@example.com", b"Subject: hi\r\n\r\nhello\r\n")
+            outbox.enqueue(session, message, secret=key, now=NOW)
+    report = run_jobs(db.factory, smtp_settings, NOW)
+    assert (report.sent, report.failed) == (2, 0)
+    assert sorted(rcpt for _, [rcpt] in smtp.mailbox.envelopes) == ["r0@example.com", "r2@example.com"]
+    with db.factory() as session:
+        dead = session.scalars(select(OutboxMessage).where(OutboxMessage.state == "dead")).one()
+        assert dead.recipient == "r1@example.com" and "cannot be decrypted" in (dead.last_error or "")
+
+
+def test_a_message_given_up_after_the_last_attempt_is_on_the_order_timeline(
+    db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer
+) -> None:
+    settings = smtp_settings.model_copy(update={"outbox_max_attempts": 1})
+    put_order(db.factory, settings, "A", NOW, **order_payload((NOW + 5 * DAY).date()))
+    smtp.stop()
+    run_jobs(db.factory, settings, NOW)
+    [(number, detail)] = _events(db, "invitation_failed")
+    assert number == "A" and detail is not None and detail.startswith("given up after 1 attempts")
+    assert _funnel_failure(db, "A") == detail
+
+
+# --- leases: short, and renewed while the sender works ----------------------------------------------
+
+
+@dataclass
+class SlowSender:
+    """Accepts each message after ``seconds``, like a slow mail server."""
+
+    seconds: float
+    channel: str = "email"
+    delivered: list[int] = field(default_factory=list)
+
+    async def deliver(self, messages: Sequence[ClaimedMessage], outcomes: Outcomes) -> None:
+        for m in messages:
+            await outcomes.admit(m)
+            await asyncio.sleep(self.seconds)
+            self.delivered.append(m.id)
+            outcomes.report(m, None)
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("renewed", [True, False])
+def test_lease_renewal_keeps_a_slow_senders_claim(db: Database, renewed: bool) -> None:
+    """A sender slower than the lease keeps its claim while it renews it; without renewal another
+    drainer would take the message over and send it a second time."""
+    secret, lease = "lease-test-secret-" + "x" * 30, timedelta(seconds=0.9)
+    with transaction(db.factory) as session:
+        outbox.enqueue(
+            session, NewMessage("email", "test", "slow@example.com", b"x"), secret=secret, now=utcnow()
+        )
+    slow = SlowSender(seconds=2.5)
+
+    def claim_other() -> list[ClaimedMessage]:
+        with transaction(db.factory) as session:
+            return outbox.claim(
+                session, secret=secret, channels=["email"], now=utcnow(), limit=10, lease=lease
+            )
+
+    async def scenario() -> list[ClaimedMessage]:
+        sending: Coroutine[Any, Any, object]
+        if renewed:  # the outbox's drain renews its claims' leases while it works
+            sending = outbox.drain(
+                db.factory, {"email": slow}, secret=secret, batch_size=10, max_attempts=3, lease=lease
+            )
+        else:
+            sending = _drain_without_renewal(db, slow, secret, lease)
+        task = asyncio.create_task(sending)
+        await asyncio.sleep(1.8)  # two leases
+        taken = await asyncio.to_thread(claim_other)
+        await task
+        return taken
+
+    taken = asyncio.run(scenario())
+    with db.factory() as session:
+        message = session.scalars(select(OutboxMessage)).one()
+    if renewed:
+        assert taken == [] and slow.delivered == [message.id]
+        assert (message.state, message.attempts) == ("sent", 1)
+    else:
+        assert [m.id for m in taken] == [message.id]  # taken over: it would go out twice
+
+
+async def _drain_without_renewal(db: Database, sender: SlowSender, secret: str, lease: timedelta) -> None:
+    """One claim with ``lease`` and no heartbeat: what a sender without renewal does."""
+
+    def claim_batch() -> list[ClaimedMessage]:
+        with transaction(db.factory) as session:
+            return outbox.claim(
+                session, secret=secret, channels=["email"], now=utcnow(), limit=10, lease=lease
+            )
+
+    claimed = await asyncio.to_thread(claim_batch)
+    outcomes = Outcomes()
+    await sender.deliver(claimed, outcomes)

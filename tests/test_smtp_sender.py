@@ -1,5 +1,7 @@
 """The SMTP sender: each message is the mail transaction aiosmtplib's ``sendmail`` would make; a
-refused message fails alone, a server that closes or stops answering costs the connection only."""
+refused message fails alone, a server that closes or stops answering costs the connection only.
+Internationalised addresses: the domain goes out in IDNA, a non-ASCII local part with SMTPUTF8 when
+the server offers it, else the message is undeliverable at once (its reason stated)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import aiosmtplib
 import pytest
 from aiosmtpd.controller import Controller
 
-from notifications.email import RenderedEmail, SmtpSender, build_email
-from notifications.outbox import ClaimedMessage
+from notifications.email import NO_SMTPUTF8, RenderedEmail, SmtpSender, build_email, parse_email
+from notifications.outbox import ClaimedMessage, Outcomes, Undeliverable
 from onboarding.settings import Settings
 from tests.conftest import free_port
 
@@ -61,13 +63,24 @@ class Recorder:
         return "250 accepted"
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[Recorder, int]]:
+def _serve(smtputf8: bool) -> Iterator[tuple[Recorder, int]]:
     recorder, port = Recorder(), free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller = Controller(recorder, hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8)
     controller.start()
     yield recorder, port
     controller.stop()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[Recorder, int]]:
+    """A server offering SMTPUTF8 (RFC 6531)."""
+    yield from _serve(smtputf8=True)
+
+
+@pytest.fixture
+def ascii_server() -> Iterator[tuple[Recorder, int]]:
+    """A server without SMTPUTF8: it takes only ASCII addresses."""
+    yield from _serve(smtputf8=False)
 
 
 def sender_settings(port: int, **extra: Any) -> Settings:
@@ -96,11 +109,12 @@ def deliver(settings: Settings, messages: list[tuple[str, bytes]]) -> dict[str, 
     ]
 
     async def run() -> dict[int, str | None]:
-        sender = SmtpSender(settings)
+        sender, outcomes = SmtpSender(settings), Outcomes()
         try:
-            return await sender.deliver(claimed)
+            await sender.deliver(claimed, outcomes)
         finally:
             await sender.close()
+        return outcomes.results
 
     results = asyncio.run(run())
     return {m.recipient: results[m.id] for m in claimed}
@@ -176,11 +190,56 @@ def test_a_silent_server_times_out_and_the_next_message_gets_a_new_connection(
     assert recorder.connections == 2
 
 
-def test_an_address_the_client_cannot_send_fails_its_message_only(server: tuple[Recorder, int]) -> None:
+def test_something_that_is_not_an_address_is_undeliverable_alone(server: tuple[Recorder, int]) -> None:
     recorder, port = server
     settings = sender_settings(port)
-    addresses = ["a@example.com", "åsa@exämple.com", "c@example.com"]
+    addresses = ["a@example.com", "åsa@-exämple-.com", "c@example.com"]
     results = deliver(settings, [(to, payload(settings, "a@example.com")) for to in addresses])
     assert results["a@example.com"] is None and results["c@example.com"] is None
-    assert results["åsa@exämple.com"] is not None
+    error = results["åsa@-exämple-.com"]
+    assert isinstance(error, Undeliverable) and "not an address" in error
     assert [r[1] for r in recorder.received] == [["a@example.com"], ["c@example.com"]]
+
+
+def test_an_internationalised_domain_goes_out_in_idna_and_arrives(
+    ascii_server: tuple[Recorder, int],
+) -> None:
+    """No SMTPUTF8 needed: the domain is punycode in the envelope and in the To header."""
+    recorder, port = ascii_server
+    settings = sender_settings(port)
+    to = "anna@bücher.example"  # as the order API stores anna@xn--bcher-kva.example
+    assert deliver(settings, [(to, payload(settings, to))]) == {to: None}
+    [(mail_from, rcpt_tos, mail_options, raw)] = recorder.received
+    assert (mail_from, rcpt_tos) == (SENDER, ["anna@xn--bcher-kva.example"])
+    assert not any(o.upper() == "SMTPUTF8" for o in mail_options)
+    assert raw.isascii()
+    assert parse_email(raw)["To"] == "anna@xn--bcher-kva.example"
+
+
+def test_a_non_ascii_local_part_goes_out_with_smtputf8_when_the_server_offers_it(
+    server: tuple[Recorder, int],
+) -> None:
+    recorder, port = server
+    settings = sender_settings(port)
+    to = "jörg@bücher.example"
+    assert deliver(settings, [(to, payload(settings, to))]) == {to: None}
+    [(mail_from, rcpt_tos, mail_options, raw)] = recorder.received
+    assert (mail_from, rcpt_tos) == (SENDER, ["jörg@xn--bcher-kva.example"])
+    assert "SMTPUTF8" in [o.upper() for o in mail_options]
+    # RFC 6532: the header carries the UTF-8 local part, the domain in IDNA.
+    assert "To: jörg@xn--bcher-kva.example\r\n".encode() in raw
+    assert parse_email(raw)["To"] == "jörg@xn--bcher-kva.example"
+
+
+def test_without_smtputf8_a_non_ascii_local_part_is_undeliverable_at_once_and_the_rest_go(
+    ascii_server: tuple[Recorder, int],
+) -> None:
+    recorder, port = ascii_server
+    settings = sender_settings(port)
+    addresses = ["a@example.com", "jörg@bücher.example", "c@example.com"]
+    results = deliver(settings, [(to, payload(settings, to)) for to in addresses])
+    assert results["a@example.com"] is None and results["c@example.com"] is None
+    assert results["jörg@bücher.example"] == NO_SMTPUTF8
+    assert isinstance(results["jörg@bücher.example"], Undeliverable)  # dead at once, not retried
+    assert [r[1] for r in recorder.received] == [["a@example.com"], ["c@example.com"]]
+    assert recorder.connections == 1  # nothing was sent for it: the connection stays in use
