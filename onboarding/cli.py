@@ -15,6 +15,7 @@ from onboarding import all_models, migrations
 from onboarding.clock import utcnow
 from onboarding.db import make_engine, make_session_factory, transaction
 from onboarding.errors import ValidationFailed
+from onboarding.logconfig import configure_logging
 from onboarding.settings import get_settings
 
 # Tracebacks never print local variables: they may hold keys or personal data.
@@ -32,6 +33,12 @@ app.add_typer(db_app, name="db")
 app.add_typer(orders_app, name="orders")
 app.add_typer(scheduler_app, name="scheduler")
 app.add_typer(keys_app, name="api-keys")
+
+
+@app.callback()
+def _every_command() -> None:
+    # Jobs log like the server: JSON on stderr, personal data and secrets redacted.
+    configure_logging()
 
 
 def _factory() -> sessionmaker[Session]:
@@ -94,18 +101,45 @@ def orders_import(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Import orders from CSV. A file with any error imports nothing unless --skip-invalid."""
-    from vehicles.service import import_orders_csv
+    import os
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    from vehicles.csv_import import ImportProgress, import_orders_csv
 
     settings = get_settings()
-    with transaction(_factory()) as session:
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=as_json,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    with open(file, "rb") as source, progress, transaction(_factory()) as session:
+
+        def after_chunk(step: ImportProgress) -> None:
+            # Each chunk is its own transaction: SQLite's write lock is held one chunk at a time.
+            session.commit()
+            if step.stage not in tasks:
+                label = "Checking rows" if step.stage == "checking" else "Importing rows"
+                tasks[step.stage] = progress.add_task(label, total=step.total)
+            progress.update(tasks[step.stage], completed=step.done)
+
         report = import_orders_csv(
             session,
-            file.read_text(encoding="utf-8-sig"),
+            source,
             now=utcnow(),
             actor=f"csv:{file.name}",
             lead_days=settings.invitation_lead_days,
             dry_run=dry_run,
             skip_invalid=skip_invalid,
+            chunk_rows=settings.csv_import_chunk_rows,
+            workers=settings.csv_import_workers or os.cpu_count() or 1,
+            after_chunk=after_chunk,
         )
     if as_json:
         typer.echo(
@@ -126,11 +160,13 @@ def orders_import(
         verdict = (
             "dry run, nothing stored" if dry_run else ("imported" if report.imported else "nothing imported")
         )
+        if report.errors_not_listed:
+            typer.echo(f"... and {report.errors_not_listed} more errors", err=True)
         typer.echo(
-            f"{report.rows} rows, {report.valid} valid, {len(report.errors)} errors; "
+            f"{report.rows} rows, {report.valid} valid, {report.error_count} errors; "
             f"{report.created} created, {report.updated} updated ({verdict})."
         )
-    if report.errors and not (skip_invalid and report.imported):
+    if report.error_count and not (skip_invalid and report.imported):
         raise typer.Exit(1)
 
 
