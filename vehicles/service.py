@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -30,6 +30,8 @@ from vehicles.models import (
 )
 from vehicles.schemas import DealerIn, OrderIn, VehicleModelIn
 from vehicles.vin import check_vin
+
+ReferenceRow = TypeVar("ReferenceRow", Dealer, VehicleModel)
 
 CSV_COLUMNS = (
     "order_number",
@@ -135,20 +137,7 @@ def upsert_dealer(session: Session, code: str, data: DealerIn, now: datetime) ->
     if errors:
         raise ValidationFailed(errors)
     values = {"name": name, "country": country, "email": email, "phone": phone, "language": language}
-    dealer = session.get(Dealer, code)
-    if dealer is None:
-        dealer = Dealer(code=code, updated_at=now, **values)
-        refused = insert_once(session, dealer)
-        if refused is None:
-            return dealer, True
-        # Another request created this dealer since the lookup: this one updates it.
-        dealer = session.get(Dealer, code)
-        if dealer is None:
-            raise refused
-    for key, value in values.items():
-        setattr(dealer, key, value)
-    dealer.updated_at = now
-    return dealer, False
+    return _upsert_by_code(session, Dealer, code, values, now)
 
 
 def upsert_model(
@@ -169,20 +158,27 @@ def upsert_model(
         "offers_data_pass": data.offers_data_pass,
         "services": services,
     }
-    model = session.get(VehicleModel, code)
-    if model is None:
-        model = VehicleModel(code=code, updated_at=now, **values)
-        refused = insert_once(session, model)
+    return _upsert_by_code(session, VehicleModel, code, values, now)
+
+
+def _upsert_by_code(
+    session: Session, table: type[ReferenceRow], code: str, values: dict[str, Any], now: datetime
+) -> tuple[ReferenceRow, bool]:
+    """Creates or updates the reference row ``code``; returns (row, created). A create that loses a
+    race with another request's create becomes an update of that row."""
+    row = session.get(table, code)
+    if row is None:
+        row = table(code=code, updated_at=now, **values)
+        refused = insert_once(session, row)
         if refused is None:
-            return model, True
-        # Another request created this model since the lookup: this one updates it.
-        model = session.get(VehicleModel, code)
-        if model is None:
+            return row, True
+        row = session.get(table, code)
+        if row is None:
             raise refused
     for key, value in values.items():
-        setattr(model, key, value)
-    model.updated_at = now
-    return model, False
+        setattr(row, key, value)
+    row.updated_at = now
+    return row, False
 
 
 def insert_once(session: Session, row: Base) -> IntegrityError | None:
