@@ -137,7 +137,9 @@ def test_killing_the_sending_scheduler_mid_pass_loses_nothing_and_repeats_little
         "ONBOARDING_SMTP_HOST": "127.0.0.1",
         "ONBOARDING_SMTP_PORT": str(port),
         "ONBOARDING_SMTP_CONCURRENCY": str(CONNECTIONS),
-        "ONBOARDING_OUTBOX_LEASE_SECONDS": "5",
+        # Short, so the test ends soon after the kill; long enough that a living process stalled by
+        # a busy machine (renewing every third of it) keeps its claims.
+        "ONBOARDING_OUTBOX_LEASE_SECONDS": "15",
         "ONBOARDING_SCHEDULER_BATCH_SIZE": "200",
     }
     log = tmp_path / "schedulers.log"
