@@ -371,6 +371,7 @@ PROBLEM_DESCRIPTIONS = {
     415: "Unsupported media type (send application/json)",
     422: "Invalid fields, each named",
     500: "Unexpected error (with a correlation id)",
+    503: "Busy: try again after Retry-After seconds",
 }
 
 

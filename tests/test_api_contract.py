@@ -58,7 +58,8 @@ def test_the_document_describes_problems_and_the_api_key(client: TestClient) -> 
     put_order = spec["paths"]["/api/v1/orders/{order_number}"]["put"]
     assert put_order["security"] == [{"HTTPBearer": []}]
     assert {"200", "201", "400", "401", "403", "404", "413", "415", "422"} <= set(put_order["responses"])
-    for status in ("400", "401", "403", "404", "413", "415", "422"):
+    assert "503" in put_order["responses"], "overload is answered 503: the document must say so"
+    for status in ("400", "401", "403", "404", "413", "415", "422", "503"):
         content = put_order["responses"][status]["content"]
         assert list(content) == ["application/problem+json"], (status, content)
         assert content["application/problem+json"]["schema"]["$ref"].endswith("/Problem")

@@ -48,7 +48,7 @@ router = APIRouter(
     prefix="/api/v1",
     tags=["order system"],
     dependencies=[Depends(_json_body), Security(bearer_api_key)],
-    responses=problem_responses(401, 404, 422),
+    responses=problem_responses(401, 404, 422, 503),
 )
 _WRITE = problem_responses(400, 403, 413, 415)
 
