@@ -123,7 +123,8 @@ def orders_import(
 
         def after_chunk(step: ImportProgress) -> None:
             # Each chunk is its own transaction: SQLite's write lock is held one chunk at a time.
-            session.commit()
+            if step.may_commit:
+                session.commit()
             if step.stage not in tasks:
                 label = "Checking rows" if step.stage == "checking" else "Importing rows"
                 tasks[step.stage] = progress.add_task(label, total=step.total)

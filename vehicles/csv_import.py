@@ -25,16 +25,30 @@ import multiprocessing
 import sqlite3
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import IO, Any, BinaryIO, Literal, cast
 
 from pydantic import ValidationError
-from sqlalchemy import String, Table, bindparam, func, insert, literal, null, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Insert,
+    String,
+    Table,
+    any_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from onboarding.db import UTCDateTime
 from onboarding.errors import FieldError, NotFound, ValidationFailed
@@ -104,11 +118,13 @@ class ImportReport:
 
 @dataclass(frozen=True)
 class ImportProgress:
-    """Where an import is: ``checking`` counts bytes of the file read, ``importing`` rows stored."""
+    """Where an import is: ``checking`` counts bytes of the file read, ``importing`` rows stored.
+    ``may_commit`` is False while rows stored so far may still have to be rolled back."""
 
     stage: Literal["checking", "importing"]
     done: int
     total: int
+    may_commit: bool = True
 
 
 AfterChunk = Callable[[ImportProgress], None]
@@ -236,30 +252,39 @@ def _total_bytes(source: BinaryIO) -> int:
 
 # --- checking rows (in this process or in workers) -----------------------------------------------
 
-RawRow = tuple[int, str, dict[str, str]]
+RawRow = tuple[int, list[str]]  # the row number and the record as read
 CheckedRow = tuple[int, str, CleanOrder | None, list[FieldError]]
 
+_CsvWriter = Any  # csv.writer's type is private to typeshed
+
+_worker_header: list[str] = []
 _worker_reference: ReferenceCache | None = None
 _worker_today: date | None = None
 
 
-def _start_worker(reference: ReferenceCache, today: date) -> None:
-    global _worker_reference, _worker_today
-    _worker_reference, _worker_today = reference, today
+def _start_worker(header: list[str], reference: ReferenceCache, today: date) -> None:
+    global _worker_header, _worker_reference, _worker_today
+    _worker_header, _worker_reference, _worker_today = header, reference, today
 
 
 def _check_rows_in_worker(rows: list[RawRow]) -> list[CheckedRow]:
     assert _worker_reference is not None and _worker_today is not None
-    return _check_rows(rows, _worker_reference, _worker_today)
+    return _check_rows(rows, _worker_header, _worker_reference, _worker_today)
 
 
-def _check_rows(rows: list[RawRow], reference: ReferenceCache, today: date) -> list[CheckedRow]:
-    """Every rule that needs no database beyond the reference data, row by row."""
+def _check_rows(
+    rows: list[RawRow], header: list[str], reference: ReferenceCache, today: date
+) -> list[CheckedRow]:
+    """Every rule that needs no database beyond the reference data, row by row. (Here, not in the
+    reading process, even the record's fields are named: that process has enough to do.)"""
     # validate_order reads the database only for codes missing from ``reference`` and for the VIN
     # clash, which the caller checks for a whole chunk at once; so it gets no VIN and no database.
     no_database = Session()
     out: list[CheckedRow] = []
-    for row, number, values in rows:
+    for row, record in rows:
+        values = dict.fromkeys(header, "")
+        values.update(zip(header, (v.strip() for v in record), strict=False))
+        number = values.pop("order_number")
         try:
             data = OrderIn.model_validate({k: (v or None) if k == "vin" else v for k, v in values.items()})
         except ValidationError as exc:
@@ -287,28 +312,28 @@ def _check_rows(rows: list[RawRow], reference: ReferenceCache, today: date) -> l
 class _Checker:
     """Checks chunks of rows in order, in worker processes when the file is large."""
 
-    def __init__(self, reference: ReferenceCache, today: date, workers: int) -> None:
-        self.reference, self.today = reference, today
+    def __init__(self, header: list[str], reference: ReferenceCache, today: date, workers: int) -> None:
+        """``workers`` processes check the rows; with 0, this process does."""
+        self.header, self.reference, self.today = header, reference, today
         self.pool: ProcessPoolExecutor | None = None
         self.pending: deque[Future[list[CheckedRow]]] = deque()
         self.ready: deque[list[CheckedRow]] = deque()
         self.workers = workers
-        if workers > 1:
-            # Workers fork from a fresh server process that has this module (and what it imports)
-            # loaded, so they start fast and share those pages; not from this process, which holds
-            # database connections.
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
+        if workers > 0:
+            # Fresh interpreters, not forks of this process (it holds database connections and
+            # threads). Not a fork server either: its preloaded pages were hardly shared (reference
+            # counts write to them), so it only added a process's worth of memory.
+            context = multiprocessing.get_context("spawn")
             self.pool = ProcessPoolExecutor(
                 workers,
                 mp_context=context,
                 initializer=_start_worker,
-                initargs=(reference, today),
+                initargs=(header, reference, today),
             )
 
     def submit(self, rows: list[RawRow]) -> None:
         if self.pool is None:
-            self.ready.append(_check_rows(rows, self.reference, self.today))
+            self.ready.append(_check_rows(rows, self.header, self.reference, self.today))
         else:
             self.pending.append(self.pool.submit(_check_rows_in_worker, rows))
 
@@ -343,13 +368,28 @@ def import_orders_csv(
 ) -> ImportReport:
     """Check every row first; import nothing from a file with errors unless ``skip_invalid``.
 
-    ``source`` is the file opened in binary mode (seekable). ``after_chunk`` runs after each chunk
-    of both passes; the caller may commit there. ``workers`` > 1 checks a large file's rows in that
-    many processes."""
+    ``source`` is the file opened in binary mode (seekable). ``after_chunk`` runs after each chunk;
+    the caller may commit there when its ``may_commit`` says so. ``workers`` > 1 checks a large
+    file's rows in that many processes (on PostgreSQL one fewer: this process stores meanwhile).
+
+    On SQLite the rows are checked in one pass and stored in a second (each chunk may be committed:
+    a long write transaction would lock out every other writer). On PostgreSQL, where a long
+    transaction blocks nobody, each chunk is stored as soon as it is checked, inside one savepoint
+    that is rolled back if a bad row turns up later: the checking workers and the storing process
+    then work at the same time."""
+    if not dry_run and session.get_bind().dialect.name == "postgresql":
+        # This process stores while the workers check: it needs a core of its own.
+        report = _import_while_checking(
+            session, source, now, actor, lead_days, skip_invalid, scope, chunk_rows, workers - 1, after_chunk
+        )
+        if report is not None:
+            return report
+        source.seek(0)  # another writer raced this import: the two passes settle that row by row
     report = ImportReport(dry_run=dry_run)
     with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as spool:
+        state = _CheckState(session, report, scope, spool=None if dry_run else csv.writer(spool))
         if not _check_file(
-            session, source, spool, report, now, scope, chunk_rows, workers, after_chunk, dry_run
+            session, source, state, now, chunk_rows, workers if workers > 1 else 0, after_chunk
         ):
             return report
         report.skipped = report.rows - report.valid
@@ -361,19 +401,89 @@ def import_orders_csv(
     return report
 
 
-def _check_file(
+class _StoreAsChecked:
+    """Stores each chunk of valid rows while the file is still being checked (PostgreSQL)."""
+
+    def __init__(
+        self,
+        session: Session,
+        report: ImportReport,
+        now: datetime,
+        actor: str,
+        lead_days: int,
+        scope: Scope,
+        skip_invalid: bool,
+    ) -> None:
+        self.session, self.report, self.now, self.actor = session, report, now, actor
+        self.lead_days, self.scope, self.skip_invalid = lead_days, scope, skip_invalid
+        self.raced = False
+
+    @property
+    def storing(self) -> bool:
+        return not self.raced and (self.skip_invalid or not self.report.error_count)
+
+    def __call__(self, chunk: list[tuple[int, CleanOrder]]) -> None:
+        if not chunk or not self.storing:
+            return
+        try:
+            created, updated = _store_chunk(
+                self.session, chunk, self.now, self.actor, self.lead_days, self.scope
+            )
+        except IntegrityError:
+            # The savepoint is rolled back and the import starts again in two passes.
+            self.raced = True
+            return
+        self.report.created += created
+        self.report.updated += updated
+
+
+def _import_while_checking(
     session: Session,
     source: BinaryIO,
-    spool: IO[str],
-    report: ImportReport,
     now: datetime,
+    actor: str,
+    lead_days: int,
+    skip_invalid: bool,
     scope: Scope,
     chunk_rows: int,
     workers: int,
     after_chunk: AfterChunk,
-    dry_run: bool,
+) -> ImportReport | None:
+    """The PostgreSQL import; None when a concurrent writer made it roll back (nothing stored)."""
+    report = ImportReport()
+    store = _StoreAsChecked(session, report, now, actor, lead_days, scope, skip_invalid)
+
+    def progress(step: ImportProgress) -> None:
+        after_chunk(replace(step, may_commit=False))
+
+    stored = session.begin_nested()
+    state = _CheckState(session, report, scope, store=store)
+    readable = _check_file(session, source, state, now, chunk_rows, workers, progress)
+    if not readable or not store.storing:
+        stored.rollback()
+        report.created = report.updated = 0
+        if store.raced:
+            return None
+    else:
+        stored.commit()
+        report.imported = True
+        after_chunk(ImportProgress("importing", report.valid, report.valid))
+    report.skipped = report.rows - report.valid
+    return report
+
+
+def _check_file(
+    session: Session,
+    source: BinaryIO,
+    state: _CheckState,
+    now: datetime,
+    chunk_rows: int,
+    workers: int,
+    after_chunk: AfterChunk,
 ) -> bool:
-    """The checking pass: False when the file cannot be read as orders at all."""
+    """The checking pass, with ``workers`` checking processes for a large file (0: none); False when
+    the file cannot be read as orders at all."""
+    report = state.report
     total = _total_bytes(source)
     row = 0  # the last row read; the header is row 1
     lines: _Lines | None = None
@@ -399,8 +509,7 @@ def _check_file(
         reference = ReferenceCache.load(session)
         # The caller may end the transaction now: the checks ahead take a while before the next read.
         after_chunk(ImportProgress("checking", lines.bytes_read, total))
-        checker = _Checker(reference, now.date(), workers if total >= PARALLEL_FROM_BYTES else 1)
-        state = _CheckState(session, spool, report, scope, write_spool=not dry_run)
+        checker = _Checker(header, reference, now.date(), workers if total >= PARALLEL_FROM_BYTES else 0)
         try:
             chunk: list[RawRow] = []
             for record in csv.reader(lines, delimiter=separator):
@@ -411,10 +520,7 @@ def _check_file(
                 if len(record) > len(header):
                     report.add_error(row, "row", "More values than columns.")
                     continue
-                values = dict.fromkeys(header, "")
-                values.update(zip(header, (v.strip() for v in record), strict=False))
-                number = values.pop("order_number")
-                chunk.append((row, number, values))
+                chunk.append((row, record))
                 if len(chunk) >= chunk_rows:
                     checker.submit(chunk)
                     chunk = []
@@ -475,6 +581,16 @@ class _FirstRows:
         self.db.executemany("INSERT INTO first_row VALUES (?, ?, ?)", new)
         return first
 
+    def known(self, kind: str, keys: list[str]) -> set[str]:
+        """Those of ``keys`` recorded under ``kind``."""
+        found: set[str] = set()
+        for start in range(0, len(keys), 900):
+            part = keys[start : start + 900]
+            marks = ",".join("?" * len(part))
+            query = f"SELECT key FROM first_row WHERE kind = ? AND key IN ({marks})"
+            found.update(key for (key,) in self.db.execute(query, [kind, *part]))
+        return found
+
     def close(self) -> None:
         self.db.close()
 
@@ -484,10 +600,16 @@ class _CheckState:
     for rows that repeat them (two counters' worth of memory per row, not the row)."""
 
     def __init__(
-        self, session: Session, spool: IO[str], report: ImportReport, scope: Scope, *, write_spool: bool
+        self,
+        session: Session,
+        report: ImportReport,
+        scope: Scope,
+        *,
+        spool: _CsvWriter | None = None,
+        store: _StoreAsChecked | None = None,
     ) -> None:
         self.session, self.report, self.scope = session, report, scope
-        self.spool = csv.writer(spool) if write_spool else None
+        self.spool, self.store = spool, store
         self.first_rows = _FirstRows()
 
     def settle(self, checked: list[CheckedRow]) -> None:
@@ -508,6 +630,7 @@ class _CheckState:
         first_of_vin = self.first_rows.claim(
             [("vin", clean.vin, row) for row, clean in candidates if clean.vin and not errors_of[row]]
         )
+        valid: list[tuple[int, CleanOrder]] = []
         for row, _number, clean, _errors in checked:
             errors = errors_of[row]
             if clean is not None and clean.vin and not errors and first_of_vin[clean.vin] != row:
@@ -523,6 +646,10 @@ class _CheckState:
                 self.report.add_hint(row, "vin", hint)
             if self.spool is not None:
                 self.spool.writerow(_spool_row(row, clean))
+            valid.append((row, clean))
+        if self.store is not None and self.store.storing:
+            self.first_rows.claim([("stored", clean.order_number, row) for row, clean in valid])
+            self.store(valid)
 
     def _check_database(
         self, candidates: list[tuple[int, CleanOrder]], errors_of: dict[int, list[FieldError]]
@@ -532,14 +659,21 @@ class _CheckState:
         if vins:
             for vin, owner in self.session.execute(
                 select(Order.vin, Order.order_number).where(
-                    Order.vin.in_(vins), Order.production_status != ProductionStatus.CANCELLED
+                    _among(self.session, Order.vin, vins),
+                    Order.production_status != ProductionStatus.CANCELLED,
                 )
             ):
                 owners.setdefault(vin or "", []).append(owner)
+            if self.store is not None:
+                # Orders this import stored already: a later row with their VIN repeats a row.
+                ours = self.first_rows.known("stored", [o for found in owners.values() for o in found])
+                owners = {vin: [o for o in found if o not in ours] for vin, found in owners.items()}
         countries: dict[str, str] = {}
         if self.scope.countries is not None:
             numbers = [clean.order_number for _row, clean in candidates]
-            query = select(Order.order_number, Order.country).where(Order.order_number.in_(numbers))
+            query = select(Order.order_number, Order.country).where(
+                _among(self.session, Order.order_number, numbers)
+            )
             countries = {number: country for number, country in self.session.execute(query)}
         for row, clean in candidates:
             if not self.scope.allows(clean.country):
@@ -639,16 +773,76 @@ _UPDATE_ORDER = (
 )
 
 
-_CREATED_EVENTS = insert(_EVENTS).from_select(
-    ["order_id", "at", "kind", "actor", "detail"],
-    select(
-        _ORDERS.c.id,
-        bindparam("at", type_=UTCDateTime()),
-        literal("created"),
-        bindparam("actor", type_=String()),
-        null(),
-    ).where(_ORDERS.c.order_number.in_(bindparam("numbers", expanding=True))),
+def _created_events(numbers: ColumnElement[bool]) -> Insert:
+    """The "created" events of the orders just inserted, in one statement: a RETURNING of the new
+    ids would make SQLAlchemy send the rows one at a time on SQLite (to keep them in order)."""
+    return insert(_EVENTS).from_select(
+        ["order_id", "at", "kind", "actor", "detail"],
+        select(
+            _ORDERS.c.id,
+            bindparam("at", type_=UTCDateTime()),
+            literal("created"),
+            bindparam("actor", type_=String()),
+            null(),
+        ).where(numbers),
+    )
+
+
+_CREATED_EVENTS = _created_events(_ORDERS.c.order_number.in_(bindparam("numbers", expanding=True)))
+_CREATED_EVENTS_POSTGRESQL = _created_events(
+    _ORDERS.c.order_number == any_(bindparam("numbers", type_=ARRAY(String())))
 )
+
+
+def _insert_orders(session: Session, rows: list[dict[str, Any]]) -> None:
+    """On PostgreSQL one INSERT … SELECT FROM unnest(one array per column): psycopg would send an
+    executemany as one INSERT per row, and a multi-row INSERT's text (new for every chunk) takes it
+    longer to parse than the server takes to store the rows. On SQLite an executemany of tuples
+    whose values went through SQLAlchemy's own bind processors once per distinct value: a chunk's
+    rows share their timestamps and a few dates, and processing every value of every row took a
+    quarter of the storing time."""
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql":
+        names = list(rows[0])
+        compiled = insert(_ORDERS).compile(dialect=dialect, column_keys=names)
+        order = compiled.positiontup or []
+        processors = [_ORDERS.c[name].type._cached_bind_processor(dialect) for name in order]
+        seen: list[dict[Any, Any]] = [{} for _ in order]
+        values = []
+        for row in rows:
+            out = []
+            for name, process, known in zip(order, processors, seen, strict=True):
+                value = row[name]
+                if process is not None and value is not None:
+                    if value not in known:
+                        known[value] = process(value)
+                    value = known[value]
+                out.append(value)
+            values.append(tuple(out))
+        session.connection().exec_driver_sql(compiled.string, values)
+        return
+    names = list(rows[0])
+    columns = (
+        func.unnest(
+            *(
+                bindparam(name, [row[name] for row in rows], type_=ARRAY(_ORDERS.c[name].type))
+                for name in names
+            )
+        )
+        .table_valued(*names)
+        .render_derived()
+    )
+    session.execute(insert(_ORDERS).from_select(names, select(*(columns.c[name] for name in names))))
+
+
+def _among(
+    session: Session, column: InstrumentedAttribute[Any], values: Iterable[str]
+) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL as one array parameter: a thousand bound parameters would
+    make every chunk's query text new, to be compiled, parsed and planned again."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+    return column.in_(list(values))
 
 
 def _store_chunk(
@@ -670,7 +864,7 @@ def _store_chunk(
                 Order.production_status,
                 Order.invited_at,
                 Order.onboarded_at,
-            ).where(Order.order_number.in_([clean.order_number for _row, clean in chunk]))
+            ).where(_among(session, Order.order_number, [clean.order_number for _row, clean in chunk]))
         )
     }
     onboarded = _onboarded_by_vin(session, {clean.vin for _row, clean in chunk if clean.vin})
@@ -719,11 +913,13 @@ def _store_chunk(
                     {"order_id": found.id, "at": now, "kind": "updated", "actor": actor, "detail": detail}
                 )
     if new_orders:
-        session.execute(insert(_ORDERS), new_orders)
-        # Their "created" events in one statement: a RETURNING of the new ids would make SQLAlchemy
-        # send the rows one at a time on SQLite (to keep them in order).
+        _insert_orders(session, new_orders)
+        postgresql = session.get_bind().dialect.name == "postgresql"
         numbers = [order["order_number"] for order in new_orders]
-        session.execute(_CREATED_EVENTS, {"at": now, "actor": actor, "numbers": numbers})
+        session.execute(
+            _CREATED_EVENTS_POSTGRESQL if postgresql else _CREATED_EVENTS,
+            {"at": now, "actor": actor, "numbers": numbers},
+        )
     if updates:
         session.execute(_UPDATE_ORDER, updates)
     if events:
@@ -762,7 +958,7 @@ def _onboarded_by_vin(session: Session, vins: set[str]) -> dict[tuple[str, str],
         return {}
     out: dict[tuple[str, str], list[int]] = {}
     query = select(Order.vin, func.lower(Order.buyer_email), Order.id).where(
-        Order.vin.in_(vins), Order.onboarded_at.is_not(None)
+        _among(session, Order.vin, vins), Order.onboarded_at.is_not(None)
     )
     for vin, email, order_id in session.execute(query):
         out.setdefault((vin, email), []).append(order_id)
