@@ -30,7 +30,7 @@ from markupsafe import escape
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import DevMailboxMessage
-from notifications.outbox import ClaimedMessage, Outcomes, Undeliverable
+from notifications.outbox import ClaimedMessage, LeaseLost, Outcomes, Undeliverable
 from onboarding.clock import utcnow
 from onboarding.db import transaction
 from onboarding.i18n import DEFAULT_LANGUAGE, make_environment, normalise_language, use_language
@@ -303,7 +303,8 @@ async def send_mail(
     an address that needs care, other line ends) goes through ``sendmail``.
 
     ``before_data`` is awaited before the message's content is sent (from then on the server may
-    accept it): the outbox's admission, which waits while too many sent messages are unrecorded.
+    accept it): the outbox's admission, which waits while too many sent messages are unrecorded,
+    and refuses a message whose claim is lost (``LeaseLost``, raised with the envelope reset).
     Outside ``timeout``."""
     if client.is_ehlo_or_helo_needed or not (
         _plain_address(sender) and _plain_address(recipient) and _crlf_only(payload)
@@ -329,8 +330,9 @@ async def send_mail(
             await before_data()
         async with asyncio.timeout(timeout):
             await client.data(payload, timeout=None)
-    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-        # As sendmail does: reset the envelope so the connection can carry the next message.
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused, LeaseLost):
+        # Refused by the server or, before DATA, by the outbox: reset the envelope, as sendmail
+        # does, so that the connection can carry the next message.
         with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
             await client.rset()
         raise
@@ -370,7 +372,8 @@ class SmtpSender:
     async def deliver(self, messages: Sequence[ClaimedMessage], outcomes: Outcomes) -> None:
         """Send over up to ``smtp_concurrency`` connections, reporting each outcome as it comes. A
         refused or unsendable message fails alone; a connection that breaks costs that connection;
-        a server that cannot be reached leaves the rest of the batch not attempted."""
+        a server that cannot be reached leaves the rest of the batch not attempted. A message the
+        outbox does not admit (its claim is lost) is skipped, and the connection carries on."""
         queue: asyncio.Queue[ClaimedMessage] = asyncio.Queue()
         for m in messages:
             queue.put_nowait(m)
@@ -413,6 +416,8 @@ class SmtpSender:
                                 before_data=admit,
                             )
                             outcomes.report(m, None)
+                    except LeaseLost:
+                        continue  # another process sends it, or a later pass: nothing to report
                     except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
                         # Refused for this message only; the connection stays usable unless the
                         # server said it is closing (421).

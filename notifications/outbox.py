@@ -6,6 +6,12 @@ PostgreSQL the candidates are first picked with ``FOR UPDATE SKIP LOCKED`` so dr
 behind each other. A claim whose process died is taken over when its lease runs out; a living
 process renews the leases of the claims it still holds (``leases_kept``), so leases can be short.
 
+A claim is identified by its attempt count, which fences off a process that stalled past its lease
+while another took the message over: its outcomes are stored only for rows whose attempt count is
+still that of its claim, and it sends a message only while it is sure of the lease (``Held``: not
+taken over, and secured recently enough that it cannot have run out), so the message goes out once,
+from the process that holds it now.
+
 Each message's outcome is stored as soon as the sender knows it, in small groups by a background
 recorder, and a sender waits before sending another message while ``unrecorded_limit`` messages
 are being sent or sent but not stored: that bound is what a crash can send twice. A message that
@@ -19,14 +25,15 @@ import asyncio
 import contextlib
 import random
 import threading
+import time
 from collections import defaultdict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol, cast
 
 import structlog
-from sqlalchemy import Table, and_, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, Table, and_, insert, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import OutboxMessage
@@ -220,36 +227,52 @@ def claim(
     return claimed
 
 
-def release(session: Session, ids: Sequence[int]) -> None:
-    """Hand claimed messages back unsent (a drain that stopped early), as if never attempted."""
-    session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id.in_(ids), OutboxMessage.state == SENDING)
-        .values(state=PENDING, lease_expires_at=None, attempts=OutboxMessage.attempts - 1)
+def _claimed_by(claimed: Iterable[ClaimedMessage]) -> ColumnElement[bool]:
+    """The rows still under these claims: sending, with the attempt count of the claim (one that
+    another process took over since has a higher count)."""
+    by_attempts: dict[int, list[int]] = defaultdict(list)
+    for m in claimed:
+        by_attempts[m.attempts].append(m.id)
+    return and_(
+        _OUTBOX.c.state == SENDING,
+        or_(*(and_(_OUTBOX.c.id.in_(ids), _OUTBOX.c.attempts == n) for n, ids in by_attempts.items())),
     )
 
 
-def renew_leases(session: Session, claims: Mapping[int, int], *, now: datetime, lease: timedelta) -> int:
+def release(session: Session, claimed: Sequence[ClaimedMessage]) -> None:
+    """Hand claimed messages back unsent (a drain that stopped early), as if never attempted; a
+    claim another process took over meanwhile is left to it."""
+    if claimed:
+        session.execute(
+            update(_OUTBOX)
+            .where(_claimed_by(claimed))
+            .values(state=PENDING, lease_expires_at=None, attempts=_OUTBOX.c.attempts - 1)
+        )
+
+
+def renew_leases(session: Session, claims: Mapping[int, int], *, now: datetime, lease: timedelta) -> set[int]:
     """Extend the leases of the claims ``{message id: attempts}`` this process still holds. The
     attempt count identifies the claim: one another process took over after our lease ran out has
-    a higher count and is left alone. Returns the number renewed."""
+    a higher count and is left alone. Returns the ids renewed; a claim missing from them is no
+    longer ours (or its outcome was stored meanwhile)."""
     by_attempts: dict[int, list[int]] = defaultdict(list)
     for message_id, attempts in claims.items():
         by_attempts[attempts].append(message_id)
-    renewed = 0
+    renewed: set[int] = set()
     for attempts, ids in by_attempts.items():
         for start in range(0, len(ids), 500):
-            result = session.execute(
-                update(OutboxMessage)
-                .where(
-                    OutboxMessage.id.in_(ids[start : start + 500]),
-                    OutboxMessage.attempts == attempts,
-                    OutboxMessage.state == SENDING,
+            renewed.update(
+                session.scalars(
+                    update(_OUTBOX)
+                    .where(
+                        _OUTBOX.c.id.in_(ids[start : start + 500]),
+                        _OUTBOX.c.attempts == attempts,
+                        _OUTBOX.c.state == SENDING,
+                    )
+                    .values(lease_expires_at=now + lease)
+                    .returning(_OUTBOX.c.id)
                 )
-                .values(lease_expires_at=now + lease)
-                .execution_options(synchronize_session=False)
             )
-            renewed += cast(int, getattr(result, "rowcount", 0))
     return renewed
 
 
@@ -269,59 +292,72 @@ def record_results(
     hooks: Mapping[str, DeliveryHook] | None = None,
     failure_hooks: Mapping[str, FailureHook] | None = None,
 ) -> tuple[int, int]:
-    """Store each claimed message's outcome; returns (sent, failed). A failure is retried with
-    back-off, or dead after the last attempt or at once when ``Undeliverable``."""
+    """Store each claimed message's outcome; returns (sent, failed), counting what was stored. A
+    failure is retried with back-off, or dead after the last attempt or at once when
+    ``Undeliverable``. A row another process has claimed since (its attempt count is no longer the
+    claim's) is left alone, and no hook runs for it: its outcome is that process's to store."""
     # Only an explicit None is a delivery; a message the sender did not report stays undelivered.
     outcome = {m.id: errors.get(m.id, "not reported by the sender") for m in claimed}
-    sent_ids = [m.id for m in claimed if outcome[m.id] is None]
-    if sent_ids:
+    delivered = [m for m in claimed if outcome[m.id] is None]
+    sent_ids: set[int] = set()
+    if delivered:
         # On the table (Core), not through the ORM: this runs for every small group of outcomes.
-        session.execute(
-            update(_OUTBOX)
-            .where(_OUTBOX.c.id.in_(sent_ids), _OUTBOX.c.state == SENDING)
-            .values(state=SENT, sent_at=now, payload=None, lease_expires_at=None, last_error=None)
+        sent_ids = set(
+            session.scalars(
+                update(_OUTBOX)
+                .where(_claimed_by(delivered))
+                .values(state=SENT, sent_at=now, payload=None, lease_expires_at=None, last_error=None)
+                .returning(_OUTBOX.c.id)
+            )
         )
         by_purpose: dict[str, list[int]] = {}
-        for m in claimed:
-            if outcome[m.id] is None and m.reference_id is not None:
+        for m in delivered:
+            if m.id not in sent_ids:
+                log.warning("outbox.outcome_not_stored", message_id=m.id, attempts=m.attempts)
+            elif m.reference_id is not None:
                 by_purpose.setdefault(m.purpose, []).append(m.reference_id)
         for purpose, refs in by_purpose.items():
             hook = (hooks or {}).get(purpose)
             if hook is not None:
                 hook(session, refs, now)
-    failed = [m for m in claimed if outcome[m.id] is not None]
+    failed = 0
     given_up: dict[str, list[tuple[int, str]]] = {}
-    for m in failed:
-        error = outcome[m.id] or ""
+    for m in claimed:
+        if (error := outcome[m.id]) is None:
+            continue
         text = str(error)[:2000]
-        if isinstance(error, Undeliverable) or m.attempts >= max_attempts:
-            values: dict[str, object] = {"state": DEAD, "last_error": text, "lease_expires_at": None}
-            log.error("outbox.dead", message_id=m.id, purpose=m.purpose, attempts=m.attempts, error=text)
-            if m.reference_id is not None:
-                reason = (
-                    text
-                    if isinstance(error, Undeliverable)
-                    else f"given up after {m.attempts} attempts: {text}"
-                )
-                given_up.setdefault(m.purpose, []).append((m.reference_id, reason))
-        else:
+        dead = isinstance(error, Undeliverable) or m.attempts >= max_attempts
+        values: dict[str, object] = {"state": DEAD, "last_error": text, "lease_expires_at": None}
+        if not dead:
             values = {
                 "state": PENDING,
                 "last_error": text,
                 "lease_expires_at": None,
                 "next_attempt_at": now + backoff(m.attempts),
             }
-            log.warning("outbox.retry", message_id=m.id, purpose=m.purpose, attempts=m.attempts, error=text)
-        session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == m.id, OutboxMessage.state == SENDING)
+        result = session.execute(
+            update(_OUTBOX)
+            .where(_OUTBOX.c.id == m.id, _OUTBOX.c.attempts == m.attempts, _OUTBOX.c.state == SENDING)
             .values(**values)
         )
+        if not cast(int, getattr(result, "rowcount", 0)):
+            log.warning("outbox.outcome_not_stored", message_id=m.id, attempts=m.attempts)
+            continue
+        failed += 1
+        if not dead:
+            log.warning("outbox.retry", message_id=m.id, purpose=m.purpose, attempts=m.attempts, error=text)
+            continue
+        log.error("outbox.dead", message_id=m.id, purpose=m.purpose, attempts=m.attempts, error=text)
+        if m.reference_id is not None:
+            reason = (
+                text if isinstance(error, Undeliverable) else f"given up after {m.attempts} attempts: {text}"
+            )
+            given_up.setdefault(m.purpose, []).append((m.reference_id, reason))
     for purpose, reasons in given_up.items():
         failure_hook = (failure_hooks or {}).get(purpose)
         if failure_hook is not None:
             failure_hook(session, reasons, now)
-    return len(sent_ids), len(failed)
+    return len(sent_ids), failed
 
 
 # Transactions storing outcomes at the same time (PostgreSQL; SQLite stores one at a time).
@@ -333,6 +369,12 @@ class RecordingFailed(Exception):
     is sent now would be sent again after the lease."""
 
 
+class LeaseLost(Exception):
+    """Raised by ``Outcomes.admit``: this process can no longer be sure of the message's claim
+    (another process took it over, or its lease may have run out). The sender skips the message
+    and reports nothing for it: whoever claims it next sends it and stores its outcome."""
+
+
 class Outcomes:
     """Each message's outcome, handed over by the sender as soon as it is known.
 
@@ -340,14 +382,18 @@ class Outcomes:
     server may accept it) and ``report`` once it knows the outcome. ``admit`` waits while ``limit``
     admitted messages are unsettled (being handed over, or accepted and not yet stored by the
     recorder): after a crash only those can be sent again. Without a limit it never waits (a sender
-    that writes its messages in one transaction need not admit them at all).
+    that writes its messages in one transaction need not admit them at all). With ``held`` it then
+    raises ``LeaseLost`` for a message whose claim this process can no longer be sure of
+    (``Held.may_send``); the sender skips it, and any report of it is ignored.
 
     The recorder takes the outcomes in groups (``next_group``): at once when a sender waits for
     admission, else once half the limit has gathered or ``linger`` seconds after the first one (a
     group's transaction costs far more than a message in it)."""
 
-    def __init__(self, limit: int | None = None, *, linger: float = 0.02) -> None:
+    def __init__(self, limit: int | None = None, *, linger: float = 0.02, held: Held | None = None) -> None:
         self.results: dict[int, str | None] = {}
+        self._held = held
+        self._refused: set[int] = set()  # not sent for want of a sure lease: nothing to record
         self._limit = limit
         self._group = max(1, limit // 2) if limit is not None else 1
         self._linger = linger
@@ -363,23 +409,34 @@ class Outcomes:
         return self.broken is not None or self._limit is None or len(self._unsettled) < self._limit
 
     async def admit(self, message: ClaimedMessage) -> None:
-        if self._limit is not None:
-            async with self._settled:
-                if not self._room():
-                    self._waiting += 1
-                    self._arrived.set()  # the recorder should not linger now
-                    try:
-                        await self._settled.wait_for(self._room)
-                    finally:
-                        self._waiting -= 1
-                if self.broken is None:
-                    self._unsettled.add(message.id)
+        if self._limit is None:
+            self._check(message)
+            return
+        async with self._settled:
+            if not self._room():
+                self._waiting += 1
+                self._arrived.set()  # the recorder should not linger now
+                try:
+                    await self._settled.wait_for(self._room)
+                finally:
+                    self._waiting -= 1
+            # After the wait, which may have been long: the lease is judged as the content goes.
+            self._check(message)
+            self._unsettled.add(message.id)
+
+    def _check(self, message: ClaimedMessage) -> None:
         if self.broken is not None:
             raise RecordingFailed("delivery outcomes cannot be stored") from self.broken
+        if self._held is not None and not self._held.may_send(message):
+            self._held.lose([message])
+            self._refused.add(message.id)
+            log.warning("outbox.lease_lost", message_id=message.id)
+            raise LeaseLost(message.id)
 
     def report(self, message: ClaimedMessage, error: str | None) -> None:
-        """``error`` is None when the message was accepted; only the first report counts."""
-        if message.id in self.results:
+        """``error`` is None when the message was accepted; only the first report counts, and none
+        for a message ``admit`` refused."""
+        if message.id in self.results or message.id in self._refused:
             return
         self.results[message.id] = error
         self._fresh.append((message, error))
@@ -424,15 +481,29 @@ class Outcomes:
 
 class Held:
     """The claims this process holds (claimed, outcome not yet stored): ``{id: attempts}``, the
-    leases ``leases_kept`` renews. Shared with worker threads that claim."""
+    leases ``leases_kept`` renews, each with the time (``time.monotonic()``) its lease was last
+    secured: when it was claimed, then at each renewal. ``may_send`` tells whether a message may
+    still go out; a claim taken over, or refused for want of a sure lease, is dropped and lost for
+    good. ``lease`` is the leases' length (``leases_kept`` sets it when not given; without it only
+    lost claims are refused). Shared with worker threads that claim."""
 
-    def __init__(self) -> None:
-        self._claims: dict[int, int] = {}
+    def __init__(self, lease: timedelta | None = None) -> None:
+        self.lease = lease
+        self._claims: dict[int, tuple[int, float]] = {}  # id: (attempts, secured at)
+        self._lost: dict[int, int] = {}  # id: attempts of the claim lost
         self._lock = threading.Lock()
 
-    def add(self, claimed: Iterable[ClaimedMessage]) -> None:
+    def add(self, claimed: Iterable[ClaimedMessage], *, secured: float | None = None) -> None:
+        """Hold claims whose leases were set at ``secured`` (``time.monotonic()`` taken before the
+        claim; now when not given). A claim already held keeps its time: a batch is added again
+        when it is sent, and its lease has been running since it was claimed. A lost claim stays
+        lost."""
+        at = time.monotonic() if secured is None else secured
         with self._lock:
-            self._claims.update((m.id, m.attempts) for m in claimed)
+            for m in claimed:
+                held = self._claims.get(m.id)
+                if (held is None or held[0] != m.attempts) and self._lost.get(m.id) != m.attempts:
+                    self._claims[m.id] = (m.attempts, at)
 
     def discard(self, ids: Iterable[int]) -> None:
         with self._lock:
@@ -441,7 +512,46 @@ class Held:
 
     def snapshot(self) -> dict[int, int]:
         with self._lock:
-            return dict(self._claims)
+            return {message_id: attempts for message_id, (attempts, _) in self._claims.items()}
+
+    def renewed(self, claims: Mapping[int, int], renewed: Collection[int], *, secured: float) -> None:
+        """After a renewal of ``claims`` (a snapshot) that began at ``secured``: the ``renewed``
+        leases run from then, and a claim not renewed was taken over, so it is lost. (A claim whose
+        outcome was stored meanwhile is not renewed either; it was sent already, and it is
+        discarded right after.)"""
+        with self._lock:
+            for message_id, attempts in claims.items():
+                held = self._claims.get(message_id)
+                if held is None or held[0] != attempts:
+                    continue  # stored and discarded, or claimed afresh, meanwhile
+                if message_id in renewed:
+                    self._claims[message_id] = (attempts, max(held[1], secured))
+                else:
+                    del self._claims[message_id]
+                    self._lost[message_id] = attempts
+
+    def lose(self, claimed: Iterable[ClaimedMessage]) -> None:
+        """Let these claims go for good: not renewed any more, never sent by this process."""
+        with self._lock:
+            for m in claimed:
+                self._claims.pop(m.id, None)
+                self._lost[m.id] = m.attempts
+
+    def lost(self) -> set[int]:
+        """The ids of the claims lost (taken over, or refused for want of a sure lease)."""
+        with self._lock:
+            return set(self._lost)
+
+    def may_send(self, message: ClaimedMessage) -> bool:
+        """Whether this process may still send ``message``: its claim is held (not lost), and its
+        lease was secured less than two thirds of a lease ago. The heartbeat renews every third,
+        so a process that keeps up never comes near; the last third is left for a stall between
+        this check and the server taking the content, and for clocks that drift apart."""
+        with self._lock:
+            held = self._claims.get(message.id)
+        if held is None or held[0] != message.attempts:
+            return False
+        return self.lease is None or time.monotonic() < held[1] + self.lease.total_seconds() * 2 / 3
 
 
 @contextlib.asynccontextmanager
@@ -449,11 +559,17 @@ async def leases_kept(
     factory: sessionmaker[Session], held: Held, *, lease: timedelta, now: Callable[[], datetime] = utcnow
 ) -> AsyncIterator[Held]:
     """While the block runs, renew the leases of ``held`` claims every third of the lease, so that a
-    slow pass keeps its messages and only a dead process's claims are taken over."""
+    slow pass keeps its messages and only a dead process's claims are taken over. Each renewal
+    tells ``held`` which leases it secured and which claims were taken over (lost); ``held`` learns
+    the lease's length if it was not given it."""
+    if held.lease is None:
+        held.lease = lease
 
     def renew(claims: dict[int, int]) -> None:
+        secured = time.monotonic()  # before ``now()``: the new leases run from no earlier than this
         with transaction(factory) as session:
-            renew_leases(session, claims, now=now(), lease=lease)
+            renewed = renew_leases(session, claims, now=now(), lease=lease)
+        held.renewed(claims, renewed, secured=secured)
 
     async def heartbeat() -> None:
         while True:
@@ -480,7 +596,8 @@ class Sender(Protocol):
     async def deliver(self, messages: Sequence[ClaimedMessage], outcomes: Outcomes) -> None:
         """Deliver each message and report its outcome to ``outcomes`` (None when accepted, else
         the error; ``Undeliverable`` when no retry can help) as soon as it is known; ``admit`` each
-        message before sending it when a crash in between could send it twice."""
+        message before sending it when a crash in between could send it twice, and skip one it
+        refuses (``LeaseLost``) without reporting it."""
         ...
 
     async def close(self) -> None:
@@ -533,9 +650,10 @@ async def deliver_batches(
     After a batch in which every message failed (the server is likely down) it stops and closes
     ``batches``: what was claimed but not sent waits for its lease or release, and the back-off
     decides when failed messages are tried again. ``held`` is renewed by the caller; without it,
-    the leases of the batches are renewed here when ``lease`` is given."""
+    the leases of the batches are renewed here when ``lease`` is given. A message whose claim
+    ``held`` can no longer vouch for is skipped (``Outcomes.admit``): neither sent nor recorded."""
     if held is None and lease is not None:
-        async with leases_kept(factory, Held(), lease=lease, now=now) as own:
+        async with leases_kept(factory, Held(lease), lease=lease, now=now) as own:
             return await deliver_batches(
                 factory,
                 senders,
@@ -549,7 +667,7 @@ async def deliver_batches(
             )
     held = held if held is not None else Held()
     report = DrainReport()
-    outcomes = Outcomes(unrecorded_limit)
+    outcomes = Outcomes(unrecorded_limit, held=held)
 
     def record(group: list[tuple[ClaimedMessage, str | None]]) -> tuple[int, int]:
         with transaction(factory) as session:
@@ -602,7 +720,8 @@ async def deliver_batches(
         async for claimed in batches:
             held.add(claimed)
             await send(senders, claimed, outcomes)
-            errors = [outcomes.results.get(m.id) for m in claimed]
+            # A message skipped for want of a sure lease has no result: it says nothing of the server.
+            errors = [outcomes.results[m.id] for m in claimed if m.id in outcomes.results]
             if errors and all(e is not None and not isinstance(e, Undeliverable) for e in errors):
                 report.stopped = True
                 break
@@ -631,9 +750,10 @@ async def drain(
 ) -> DrainReport:
     """Deliver every message due now, batch by batch, until none is left to claim; the next batch is
     claimed while one is sent. The caller closes the senders (their connections serve several
-    drains). ``held`` (renewed by the caller) gets each claim; without it, leases are renewed here."""
+    drains). ``held`` (renewed by the caller) gets each claim as it is made; without it, leases are
+    renewed here."""
     if held is None:
-        async with leases_kept(factory, Held(), lease=lease, now=now) as own:
+        async with leases_kept(factory, Held(lease), lease=lease, now=now) as own:
             return await drain(
                 factory,
                 senders,
@@ -650,6 +770,8 @@ async def drain(
     holding = held
 
     def claim_batch() -> list[ClaimedMessage]:
+        # A batch claimed ahead waits while the one before is sent: its lease runs from now.
+        secured = time.monotonic()
         with transaction(factory) as session:
             claimed = claim(
                 session,
@@ -660,13 +782,13 @@ async def drain(
                 lease=lease,
                 failure_hooks=failure_hooks,
             )
-        holding.add(claimed)
+        holding.add(claimed, secured=secured)
         return claimed
 
     def release_batch(claimed: list[ClaimedMessage]) -> None:
         if claimed:
             with transaction(factory) as session:
-                release(session, [m.id for m in claimed])
+                release(session, claimed)
             holding.discard(m.id for m in claimed)
 
     async def claimed_batches() -> AsyncGenerator[list[ClaimedMessage], None]:

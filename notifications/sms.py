@@ -14,7 +14,7 @@ import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import DevMailboxMessage
-from notifications.outbox import ClaimedMessage, Outcomes, Undeliverable
+from notifications.outbox import ClaimedMessage, LeaseLost, Outcomes, Undeliverable
 from onboarding.clock import utcnow
 from onboarding.db import transaction
 from onboarding.settings import Settings
@@ -77,7 +77,10 @@ class HttpSmsSender:
             return
         body = {"to": message.recipient, "body": text, "reference": str(message.id)}
         async with self.gate:
-            await outcomes.admit(message)
+            try:
+                await outcomes.admit(message)
+            except LeaseLost:
+                return  # another process sends it, or a later pass: nothing to report
             try:
                 response = await self.client.post(self.url, json=body)
             except httpx.HTTPError as exc:
