@@ -4,6 +4,7 @@ so any number of processes may run it (``serve``'s interval trigger, ``scheduler
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -78,13 +79,16 @@ async def queue_invitations_cooperatively(
     now: datetime,
     written: Handover,
     held: outbox.Held | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> int:
     """Write every due invitation into the outbox. Emails are rendered outside any transaction,
     yielding now and then so that the SMTP connections keep moving, and each batch is stored in a
     short transaction (SQLite's single writer is not held while rendering). The batch's emails are
     stored already claimed by this process (added to ``held``, whose leases the pass renews) and
     put on ``written`` to be sent from memory. An order whose email cannot be built fails alone:
-    it is claimed with the reason on its timeline, and the others go on."""
+    it is claimed with the reason on its timeline, and the others go on. ``now`` is the pass's
+    time (today, the invitations' timestamps); ``clock`` the current time, from which each batch's
+    lease runs (a long pass would otherwise store later batches with leases already run out)."""
     invited = 0
     lease = timedelta(seconds=settings.outbox_lease_seconds)
 
@@ -93,10 +97,12 @@ async def queue_invitations_cooperatively(
             return invitations.due_orders(session, today=now.date(), limit=limit)
 
     def store(prepared: list[invitations.PreparedInvitation]) -> invitations.StoredBatch:
+        secured = time.monotonic()
+        claim_lease = lease + (clock() - now if clock is not None else timedelta(0))
         with transaction(factory) as session:
-            batch = invitations.commit_prepared(session, settings, prepared, now=now, claim_lease=lease)
+            batch = invitations.commit_prepared(session, settings, prepared, now=now, claim_lease=claim_lease)
         if held is not None:
-            held.add(batch.claimed)
+            held.add(batch.claimed, secured=secured)
         return batch
 
     # A small first batch: the SMTP connections start after a few dozen emails, not a thousand.
@@ -145,7 +151,7 @@ async def run_due_jobs(
     async def queue() -> None:
         try:
             report.invited = await queue_invitations_cooperatively(
-                factory, settings, now=now(), written=written, held=held
+                factory, settings, now=now(), written=written, held=held, clock=now
             )
             report.reminded = await asyncio.to_thread(queue_due_reminders, factory, settings, now=now())
         finally:

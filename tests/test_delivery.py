@@ -416,3 +416,40 @@ async def _drain_without_renewal(db: Database, sender: SlowSender, secret: str, 
     claimed = await asyncio.to_thread(claim_batch)
     outcomes = Outcomes()
     await sender.deliver(claimed, outcomes)
+
+
+def test_each_stored_batch_of_invitations_gets_a_lease_from_when_it_is_stored(
+    db: Database, reference: None, settings: Settings
+) -> None:
+    """A pass longer than a lease must not store its later batches with leases already run out
+    (another scheduler could take them over while this one sends them)."""
+    from onboarding.scheduler import Handover, queue_invitations_cooperatively
+
+    _seed_due_orders(db, 3)
+    settings = settings.model_copy(update={"scheduler_batch_size": 16})  # first batch: 1 order
+    start = utcnow()  # the seeded orders are due by today's date
+    times = iter([start + timedelta(minutes=m) for m in (0, 10, 20, 30)])
+    held = outbox.Held()
+
+    async def queue() -> int:
+        written = Handover()
+
+        async def take() -> None:
+            while (batch := await written.get()) is not None:
+                assert batch
+
+        taker = asyncio.create_task(take())
+        try:
+            return await queue_invitations_cooperatively(
+                db.factory, settings, now=start, written=written, held=held, clock=lambda: next(times)
+            )
+        finally:
+            written.end()
+            await taker
+
+    assert asyncio.run(queue()) == 3
+    lease = timedelta(seconds=settings.outbox_lease_seconds)
+    with db.factory() as session:
+        leases = sorted(at for at in session.scalars(select(OutboxMessage.lease_expires_at)) if at)
+    assert leases == [start + lease] + [start + timedelta(minutes=10) + lease] * 2
+    assert len(held.snapshot()) == 3
