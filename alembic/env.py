@@ -8,8 +8,8 @@ from logging.config import fileConfig
 from alembic import context
 
 from onboarding import all_models
-from onboarding.db import Base, make_engine
-from onboarding.settings import Settings
+from onboarding.core.db import Base, make_engine
+from onboarding.core.settings import Settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

@@ -12,7 +12,7 @@ postgresql+psycopg://user@host:port/db`` a fresh database ``bench_api_…`` on t
 the end. Seeded through the services: three dealers, two models, an API key (all markets) and
 ``--orders`` orders (200) whose deliveries are months away.
 
-*Server.* ``python -m onboarding.cli serve --no-migrate`` in a subprocess (uvicorn, one worker, the
+*Server.* ``python -m onboarding.ops.cli serve --no-migrate`` in a subprocess (uvicorn, one worker, the
 in-process scheduler on, every 2 s instead of 20 so that it runs during every level), with the
 default settings otherwise: the pool, admission and timeouts are what a deployment gets.
 
@@ -60,9 +60,9 @@ import uvloop
 from benchdb import BenchDb, free_port, fresh_database
 from sqlalchemy import text
 
-from onboarding.api_keys import create_api_key
-from onboarding.db import transaction
-from onboarding.logconfig import configure_logging
+from onboarding.api.keys import create_api_key
+from onboarding.core.db import transaction
+from onboarding.core.logconfig import configure_logging
 from vehicles.models import Powertrain
 from vehicles.schemas import DealerIn, OrderIn, VehicleModelIn
 from vehicles.service import upsert_dealer, upsert_model, upsert_order, validate_order
@@ -160,7 +160,7 @@ class Server:
         self.log_path = workdir / "server.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "onboarding.cli", "serve", "--port", str(self.port), "--no-migrate"],
+            [sys.executable, "-m", "onboarding.ops.cli", "serve", "--port", str(self.port), "--no-migrate"],
             cwd=workdir,
             env=env,
             stdout=self._log,

@@ -15,8 +15,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from onboarding import migrations
-from onboarding.db import make_engine, make_session_factory
+from onboarding.core.db import make_engine, make_session_factory
+from onboarding.ops import migrations
 
 
 def free_port() -> int:

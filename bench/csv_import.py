@@ -15,7 +15,7 @@ markets: SE, US, ZA), about 115 bytes a row.
 a fresh database ``bench_csv_…`` on that server, dropped at the end (``bench/benchdb.py``); the
 reference data written through the service.
 
-*Import.* The real command in its own process: ``python -m onboarding.cli orders import FILE
+*Import.* The real command in its own process: ``python -m onboarding.ops.cli orders import FILE
 --json`` (what an operator runs; with its default workers, one per CPU, for checking rows). Wall
 time from start to exit; peak memory: the import process's ``ru_maxrss`` (``RUSAGE_CHILDREN``: the
 largest single process of the command, i.e. the command itself) and the sum of the proportional set
@@ -57,7 +57,7 @@ from benchdb import BenchDb, fresh_database
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from onboarding.db import transaction
+from onboarding.core.db import transaction
 from vehicles.csv_import import CHUNK_ROWS
 from vehicles.models import Order, OrderEvent, Powertrain
 from vehicles.schemas import DealerIn, VehicleModelIn
@@ -220,7 +220,7 @@ class Measured:
 
 def run_import(path: Path, db: BenchDb) -> Measured:
     env = {**os.environ, "ONBOARDING_DATABASE_URL": db.url, "ONBOARDING_SECRET_KEY": "bench-" + "x" * 42}
-    command = [sys.executable, "-m", "onboarding.cli", "orders", "import", str(path), "--json"]
+    command = [sys.executable, "-m", "onboarding.ops.cli", "orders", "import", str(path), "--json"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(

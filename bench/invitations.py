@@ -10,7 +10,7 @@ Method
 ``spawn``) with a handler that only counts messages per envelope recipient. The sink's CPU therefore
 does not compete with the GIL of the code under test. The parent asks it for its counts over a pipe.
 
-*Database.* A fresh SQLite file in a temporary directory (migrated with ``onboarding.migrations``), or,
+*Database.* A fresh SQLite file in a temporary directory (migrated with ``onboarding.ops.migrations``), or,
 with ``--database-url postgresql+psycopg://user@host:port/db``, fresh databases ``bench_…`` created on
 that server and dropped at the end. Reference data (dealers, models) is written through the service,
 as in ``tests/conftest.py``; orders are bulk-inserted with SQLAlchemy Core ``insert(Order)`` in chunks of
@@ -24,7 +24,7 @@ prove it. Non-due orders are a mix of already invited (``invite_after`` NULL), d
 with the application's own ``render_email``/``build_email`` for the same orders. The raw baseline is
 an aiosmtplib loop: ``concurrency`` workers, each with one persistent connection, sending from a
 shared queue. It runs before and after the application pass; the faster of the two is used, so the
-ratio is conservative. The application pass is one ``onboarding.scheduler.run_due_jobs`` call
+ratio is conservative. The application pass is one ``onboarding.activation.jobs.run_due_jobs`` call
 (claim due orders, create invitations, render, encrypt into the outbox, claim the outbox, deliver
 over ``Settings.smtp_concurrency`` connections, record delivery). The sink must have received
 exactly one message for each due order's buyer and nothing else; otherwise the exit code is 1.
@@ -32,7 +32,7 @@ exactly one message for each due order's buyer and nothing else; otherwise the e
 
 *Part 2: scaling.* One database: orders are seeded so that a fixed due set (``--due``, 500 by
 default) is spread evenly through the first 100,000 orders; one scheduler pass
-(``onboarding.scheduler.run_due_jobs`` with a sender that accepts every message at once, so no
+(``onboarding.activation.jobs.run_due_jobs`` with a sender that accepts every message at once, so no
 SMTP) is timed ``--repeats`` times after one untimed warm-up pass, the state being reset between
 runs (invitations, outbox rows and invitation events deleted, ``invite_after`` and ``invited_at`` of
 the due orders restored). Then 900,000 non-due orders are added and the same
@@ -76,12 +76,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from notifications.email import build_email, envelope_sender, render_email
 from notifications.models import OutboxMessage
 from notifications.outbox import ClaimedMessage, Outcomes
-from onboarding import invitations, scheduler
-from onboarding.crypto import new_token
-from onboarding.db import transaction
-from onboarding.logconfig import configure_logging
-from onboarding.models import Invitation
-from onboarding.settings import Settings
+from onboarding.activation import invitations
+from onboarding.activation import jobs as scheduler
+from onboarding.activation.models import Invitation
+from onboarding.core.crypto import new_token
+from onboarding.core.db import transaction
+from onboarding.core.logconfig import configure_logging
+from onboarding.core.settings import Settings
 from vehicles.models import Dealer, Order, OrderEvent, Powertrain, VehicleModel
 from vehicles.schemas import DealerIn, OrderIn, VehicleModelIn
 from vehicles.service import upsert_dealer, upsert_model, validate_order

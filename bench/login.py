@@ -6,10 +6,10 @@ Run from the repository root::
 
 Method
 ------
-*Database.* A fresh SQLite file in a temporary directory (migrated with ``onboarding.migrations``), or,
+*Database.* A fresh SQLite file in a temporary directory (migrated with ``onboarding.ops.migrations``), or,
 with ``--database-url postgresql+psycopg://user@host:port/db``, a fresh database ``bench_login_…``
 created on that server and dropped at the end. ``--accounts`` IDs (50 by default) are created with
-``onboarding.accounts.create_account`` (so with the application's Argon2id hasher, consent rows and
+``onboarding.identity.accounts.create_account`` (so with the application's Argon2id hasher, consent rows and
 ``email_verified_at`` set; no second factor): every correct password is a complete login.
 
 *Server.* The application (``create_app``) runs under uvicorn, one worker, in its own process
@@ -42,7 +42,7 @@ of a ``GET /healthz`` (200 of them after the logins) shows what any request cost
 *Baseline.* ``password_hasher().verify(hash, password)`` with the same hasher (19 MiB, t=2, p=1) on
 the same accounts' hashes in the bench process, ``--verifications`` times, per CPU second. It runs in
 as many threads at once as the server hashes at once: ``min(concurrency, ARGON2_CONCURRENCY)``, where
-``onboarding.accounts.ARGON2_CONCURRENCY`` is the server's bound on concurrent Argon2id computations
+``onboarding.identity.accounts.ARGON2_CONCURRENCY`` is the server's bound on concurrent Argon2id computations
 (one per core). Hashing on every core at once is slower per core than on one (the cores share caches
 and memory bandwidth; 3-10 % on this machine), and the criterion's ratio should measure what the
 request and the database add, not that. The one-thread rate is measured and printed too, with the
@@ -89,10 +89,10 @@ import httpx
 from benchdb import BenchDb, free_port, fresh_database
 from sqlalchemy import Engine, text
 
-from onboarding.accounts import ARGON2_CONCURRENCY, NewAccount, create_account, password_hasher
-from onboarding.db import transaction
-from onboarding.logconfig import configure_logging
-from onboarding.settings import Settings
+from onboarding.core.db import transaction
+from onboarding.core.logconfig import configure_logging
+from onboarding.core.settings import Settings
+from onboarding.identity.accounts import ARGON2_CONCURRENCY, NewAccount, create_account, password_hasher
 
 SECRET = "bench-secret-" + "x" * 40
 TARGET = 0.8

@@ -31,10 +31,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import DevMailboxMessage
 from notifications.outbox import ClaimedMessage, LeaseLost, Outcomes, Undeliverable
-from onboarding.clock import utcnow
-from onboarding.db import transaction
-from onboarding.i18n import DEFAULT_LANGUAGE, make_environment, normalise_language, use_language
-from onboarding.settings import Settings
+from onboarding.core.clock import utcnow
+from onboarding.core.db import transaction
+from onboarding.core.i18n import DEFAULT_LANGUAGE, make_environment, normalise_language, use_language
+from onboarding.core.settings import Settings
 
 # Email templates change only with a deployment: no per-render check of the files on disk.
 _templates = make_environment(PackageLoader("notifications", "templates/email"), auto_reload=False)

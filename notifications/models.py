@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from onboarding.db import Base, UTCDateTime
+from onboarding.core.db import Base, UTCDateTime
 
 
 class OutboxMessage(Base):

@@ -37,9 +37,9 @@ from sqlalchemy import ColumnElement, Table, and_, insert, or_, select, text, up
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import OutboxMessage
-from onboarding.clock import utcnow
-from onboarding.crypto import seal, unseal
-from onboarding.db import transaction
+from onboarding.core.clock import utcnow
+from onboarding.core.crypto import seal, unseal
+from onboarding.core.db import transaction
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from notifications import outbox
 from notifications.email import email_sender
 from notifications.sms import sms_sender
-from onboarding.settings import Settings
+from onboarding.core.settings import Settings
 
 SEND_NOW_KEY = "outbox.send_now"
 SEND_NOW_LEASE = timedelta(seconds=60)

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import DevMailboxMessage
 from notifications.outbox import ClaimedMessage, LeaseLost, Outcomes, Undeliverable
-from onboarding.clock import utcnow
-from onboarding.db import transaction
-from onboarding.settings import Settings
+from onboarding.core.clock import utcnow
+from onboarding.core.db import transaction
+from onboarding.core.settings import Settings
 
 
 class DevSmsSender:

@@ -4,7 +4,15 @@ process imported first. Entry points (app, CLI, Alembic) import this module."""
 from __future__ import annotations
 
 import notifications.models
-import onboarding.models
+import onboarding.activation.models
+import onboarding.api.models
+import onboarding.identity.models
 import vehicles.models
 
-TABLE_MODULES = (notifications.models, onboarding.models, vehicles.models)
+TABLE_MODULES = (
+    notifications.models,
+    onboarding.identity.models,
+    onboarding.activation.models,
+    onboarding.api.models,
+    vehicles.models,
+)

@@ -10,17 +10,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from notifications import pages as mailbox_pages
-from onboarding import account_pages, all_models, auth_pages, pages
-from onboarding.admission import admission_for
-from onboarding.db import engine_of, make_engine, make_session_factory
-from onboarding.logconfig import configure_logging
-from onboarding.ratelimit import RateLimits
-from onboarding.request_context import RequestContext
-from onboarding.scheduler import start_background
-from onboarding.settings import Settings, get_settings
-from onboarding.web import EXCEPTION_HANDLERS, AdmitApiRequests, openapi_with_problems
-from vehicles import routes as vehicle_routes
+from onboarding import all_models
+from onboarding.activation import pages
+from onboarding.api import routes as api_routes
+from onboarding.core.db import engine_of, make_engine, make_session_factory
+from onboarding.core.logconfig import configure_logging
+from onboarding.core.settings import Settings, get_settings
+from onboarding.identity import account_pages
+from onboarding.identity import pages as auth_pages
+from onboarding.identity.ratelimit import RateLimits
+from onboarding.ops import mailbox_pages
+from onboarding.ops.scheduler import start_background
+from onboarding.web.admission import admission_for
+from onboarding.web.problems import EXCEPTION_HANDLERS, openapi_with_problems
+from onboarding.web.request_context import RequestContext
+from onboarding.web.transactions import AdmitApiRequests
 
 SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",  # invitation links carry a token; never leak it onwards
@@ -117,7 +121,7 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.include_router(vehicle_routes.router)
+    app.include_router(api_routes.router)
     app.include_router(pages.router)
     app.include_router(auth_pages.router)
     app.include_router(account_pages.router)

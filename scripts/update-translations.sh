@@ -4,7 +4,7 @@
 #   scripts/update-translations.sh
 #
 # 1. Extracts every marked string (``_()`` in templates, ``N_()``/``gettext_()`` in Python) into
-#    onboarding/locale/messages.pot, using the map in babel.cfg.
+#    onboarding/core/locale/messages.pot, using the map in babel.cfg.
 # 2. Runs ``pybabel update`` for each language (a missing catalogue is created with ``pybabel init``).
 #
 # New or changed strings then arrive in the .po files with an empty or "fuzzy" msgstr. Translate each
@@ -15,7 +15,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PYBABEL="${PYBABEL:-.venv/bin/pybabel}"
-LOCALE_DIR=onboarding/locale
+LOCALE_DIR=onboarding/core/locale
 POT="$LOCALE_DIR/messages.pot"
 LANGUAGES=(de sv nb)
 

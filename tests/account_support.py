@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import DevMailboxMessage
 from notifications.senders import send_claimed, take_claimed
-from onboarding.accounts import NewAccount, create_account
-from onboarding.db import transaction
-from onboarding.models import Account
-from onboarding.settings import Settings
+from onboarding.core.db import transaction
+from onboarding.core.settings import Settings
+from onboarding.identity.accounts import NewAccount, create_account
+from onboarding.identity.models import Account
 from tests.helpers import ID_PASSWORD, csrf
 
 T = TypeVar("T")

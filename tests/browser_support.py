@@ -18,9 +18,9 @@ import pytest
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
+from onboarding.activation.jobs import JobReport, run_due_jobs
 from onboarding.app import create_app
-from onboarding.scheduler import JobReport, run_due_jobs
-from onboarding.settings import Settings
+from onboarding.core.settings import Settings
 from tests.conftest import free_port
 
 CHROMIUM = Path(os.environ.get("ONBOARDING_CHROMIUM", "/usr/bin/chromium"))

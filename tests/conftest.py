@@ -23,12 +23,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.email import parse_email
-from onboarding import migrations
-from onboarding.api_keys import create_api_key
+from onboarding.api.keys import create_api_key
 from onboarding.app import create_app
-from onboarding.db import Base, make_engine, make_session_factory, transaction
-from onboarding.logconfig import configure_logging
-from onboarding.settings import Settings
+from onboarding.core.db import Base, make_engine, make_session_factory, transaction
+from onboarding.core.logconfig import configure_logging
+from onboarding.core.settings import Settings
+from onboarding.ops import migrations
 from vehicles.models import Powertrain
 from vehicles.schemas import DealerIn, VehicleModelIn
 from vehicles.service import upsert_dealer, upsert_model

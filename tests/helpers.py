@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.email import body_parts
-from onboarding.db import transaction
-from onboarding.scheduler import JobReport, run_due_jobs
-from onboarding.settings import Settings
+from onboarding.activation.jobs import JobReport, run_due_jobs
+from onboarding.core.db import transaction
+from onboarding.core.settings import Settings
 from vehicles.schemas import OrderIn
 from vehicles.service import upsert_order, validate_order
 
@@ -82,7 +82,7 @@ def invite_through_api(
     """Order SO-1 through the API (delivery in 4 days), one scheduler pass, and its emailed link."""
     from datetime import timedelta
 
-    from onboarding.clock import utcnow
+    from onboarding.core.clock import utcnow
 
     now = utcnow()
     response = client.put(

@@ -7,10 +7,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from onboarding.clock import utcnow
-from onboarding.db import transaction
-from onboarding.models import Account
-from onboarding.settings import Settings
+from onboarding.core.clock import utcnow
+from onboarding.core.db import transaction
+from onboarding.core.settings import Settings
+from onboarding.identity.models import Account
 from tests.account_support import PASSWORD, make_account
 from tests.conftest import Database
 from tests.helpers import csrf, invite_through_api, path_of, sms_codes_sent, verify_phone_step

@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
-from onboarding.clock import utcnow
+from onboarding.core.clock import utcnow
 from tests.conftest import Database
 from tests.helpers import order_payload
 from vehicles.models import Dealer, Order, OrderEvent, ProductionStatus, VehicleModel

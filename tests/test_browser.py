@@ -16,9 +16,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from onboarding.clock import utcnow
-from onboarding.models import Account, SupportRequest
-from onboarding.settings import Settings
+from onboarding.activation.models import SupportRequest
+from onboarding.core.clock import utcnow
+from onboarding.core.settings import Settings
+from onboarding.identity.models import Account
 from tests.browser_support import (
     LiveServer,
     live_server,

@@ -19,8 +19,8 @@ import pyotp
 import pytest
 import zxingcpp
 
-from onboarding.clock import utcnow
-from onboarding.settings import Settings
+from onboarding.core.clock import utcnow
+from onboarding.core.settings import Settings
 from tests.account_support import BIRTH, NEW_PASSWORD, PASSWORD, make_account
 from tests.browser_support import LiveServer, live_server
 from tests.conftest import Database, SmtpServer

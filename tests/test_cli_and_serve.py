@@ -18,8 +18,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from onboarding.models import ApiKey
-from onboarding.settings import Settings
+from onboarding.api.models import ApiKey
+from onboarding.core.settings import Settings
 from tests.conftest import NOW, Database, Mailbox, free_port
 from tests.helpers import order_payload, put_order, run_jobs
 
@@ -34,7 +34,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_demo_and_serve_show_invitations_in_the_dev_mailbox_within_a_minute(tmp_path: Path) -> None:
     """The README's serve path on the embedded defaults (SQLite under var/, development mailbox)."""
     env = _env(tmp_path)
-    onboarding = [sys.executable, "-m", "onboarding.cli"]
+    onboarding = [sys.executable, "-m", "onboarding.ops.cli"]
     demo = subprocess.run(
         [*onboarding, "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
     )
@@ -61,7 +61,7 @@ def test_demo_and_serve_show_invitations_in_the_dev_mailbox_within_a_minute(tmp_
                 break
             time.sleep(0.5)
         assert listing.count("/dev/mailbox/") >= 4, listing
-        assert (tmp_path / "var" / "onboarding.db").exists()
+        assert (tmp_path / "var" / "onboarding.core.db").exists()
     finally:
         server.terminate()
         output, _ = server.communicate(timeout=20)
@@ -70,7 +70,16 @@ def test_demo_and_serve_show_invitations_in_the_dev_mailbox_within_a_minute(tmp_
 
 def test_api_key_is_printed_once_and_stored_hashed(db: Database, tmp_path: Path) -> None:
     env = _env(tmp_path, ONBOARDING_DATABASE_URL=db.url, ONBOARDING_SECRET_KEY="k" * 48)
-    command = [sys.executable, "-m", "onboarding.cli", "api-keys", "create", "ERP Sweden", "--country", "se"]
+    command = [
+        sys.executable,
+        "-m",
+        "onboarding.ops.cli",
+        "api-keys",
+        "create",
+        "ERP Sweden",
+        "--country",
+        "se",
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     key = result.stdout.strip()

@@ -15,12 +15,13 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy import text as text_sql
 
-from onboarding.db import transaction
+from onboarding.core.db import transaction
+from onboarding.core.scope import Scope
 from tests.conftest import NOW, Database
 from vehicles import csv_import
 from vehicles.csv_import import ImportProgress, ImportReport, import_orders_csv
 from vehicles.models import Order, OrderEvent
-from vehicles.service import CSV_COLUMNS, Scope
+from vehicles.service import CSV_COLUMNS
 from vehicles.vin import vin_check_character
 
 DELIVERY = (NOW + timedelta(days=30)).date().isoformat()
@@ -93,7 +94,7 @@ def test_cli_import_with_dry_run_and_report(db: Database, reference: None, tmp_p
     path = tmp_path / "orders.csv"
     path.write_text(_csv(GOOD, BAD))
     env = {**os.environ, "ONBOARDING_DATABASE_URL": db.url, "ONBOARDING_SECRET_KEY": "k" * 48}
-    command = [sys.executable, "-m", "onboarding.cli", "orders", "import", str(path)]
+    command = [sys.executable, "-m", "onboarding.ops.cli", "orders", "import", str(path)]
     failed = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True, check=False)
     assert failed.returncode == 1
     report = json.loads(failed.stdout)
@@ -127,7 +128,7 @@ def _vin(i: int) -> str:
 
 def _cli(db: Database, path: Path, *options: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ONBOARDING_DATABASE_URL": db.url, "ONBOARDING_SECRET_KEY": "k" * 48}
-    command = [sys.executable, "-m", "onboarding.cli", "orders", "import", str(path), *options]
+    command = [sys.executable, "-m", "onboarding.ops.cli", "orders", "import", str(path), *options]
     return subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=120)
 
 

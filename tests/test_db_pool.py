@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-import onboarding.db
-from onboarding.db import make_engine
+import onboarding.core.db
+from onboarding.core.db import make_engine
 from tests.conftest import Database
 
 
@@ -36,7 +36,7 @@ def test_only_a_connection_that_sat_idle_is_pinged(db: Database, monkeypatch: py
             with engine.connect() as conn:
                 assert conn.execute(text("SELECT 1")).scalar() == 1
         assert pings == []
-        monkeypatch.setattr(onboarding.db, "_PING_AFTER_IDLE_SECONDS", 0.05)
+        monkeypatch.setattr(onboarding.core.db, "_PING_AFTER_IDLE_SECONDS", 0.05)
         time.sleep(0.1)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT 1")).scalar() == 1
@@ -50,7 +50,7 @@ def test_a_connection_ended_while_idle_is_replaced_at_checkout(
 ) -> None:
     if db.kind != "postgresql":
         pytest.skip("SQLite has no server that could end a connection")
-    monkeypatch.setattr(onboarding.db, "_PING_AFTER_IDLE_SECONDS", 0.05)
+    monkeypatch.setattr(onboarding.core.db, "_PING_AFTER_IDLE_SECONDS", 0.05)
     engine = make_engine(db.url, pool_size=1, max_overflow=0)
     try:
         with engine.connect() as conn:

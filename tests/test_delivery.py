@@ -21,12 +21,12 @@ from sqlalchemy import func, insert, select, update
 from notifications import outbox
 from notifications.models import OutboxMessage
 from notifications.outbox import ClaimedMessage, NewMessage, Outcomes
-from onboarding.clock import utcnow
-from onboarding.db import transaction
-from onboarding.invitations import funnel
-from onboarding.models import Invitation
-from onboarding.scheduler import run_due_jobs
-from onboarding.settings import Settings
+from onboarding.activation.invitations import funnel
+from onboarding.activation.jobs import run_due_jobs
+from onboarding.activation.models import Invitation
+from onboarding.core.clock import utcnow
+from onboarding.core.db import transaction
+from onboarding.core.settings import Settings
 from tests.conftest import NOW, Database, Mailbox, SmtpServer, free_port
 from tests.helpers import order_payload, put_order, run_jobs
 from vehicles.models import Order, OrderEvent
@@ -163,7 +163,7 @@ def test_four_schedulers_at_once_send_each_invitation_exactly_once(
     }
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "onboarding.cli", "scheduler", "run-once"],
+            [sys.executable, "-m", "onboarding.ops.cli", "scheduler", "run-once"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -190,8 +190,8 @@ def test_emails_claimed_by_a_scheduler_that_died_are_sent_after_the_lease(
 ) -> None:
     from datetime import timedelta as td
 
-    from onboarding import invitations as invitation_service
-    from onboarding.db import transaction
+    from onboarding.activation import invitations as invitation_service
+    from onboarding.core.db import transaction
 
     for n in range(3):
         put_order(
@@ -296,7 +296,7 @@ def test_an_order_whose_email_cannot_be_built_fails_alone_and_the_cli_pass_exits
         "ONBOARDING_SMTP_PORT": str(smtp.port),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "onboarding.cli", "scheduler", "run-once"],
+        [sys.executable, "-m", "onboarding.ops.cli", "scheduler", "run-once"],
         env=env,
         capture_output=True,
         text=True,
@@ -423,7 +423,7 @@ def test_each_stored_batch_of_invitations_gets_a_lease_from_when_it_is_stored(
 ) -> None:
     """A pass longer than a lease must not store its later batches with leases already run out
     (another scheduler could take them over while this one sends them)."""
-    from onboarding.scheduler import Handover, queue_invitations_cooperatively
+    from onboarding.activation.jobs import Handover, queue_invitations_cooperatively
 
     _seed_due_orders(db, 3)
     settings = settings.model_copy(update={"scheduler_batch_size": 16})  # first batch: 1 order

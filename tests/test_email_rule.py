@@ -8,8 +8,8 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from onboarding.errors import FieldError
-from vehicles.service import _plain_email, clean_email
+from onboarding.core.errors import FieldError
+from onboarding.core.fields import _plain_email, clean_email
 
 ATEXT = string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-"
 # Characters that make an address plain or not, and the places the library is strict about.

@@ -26,13 +26,13 @@ from jinja2 import DictLoader
 from notifications import email as email_module
 from notifications.email import RenderedEmail, render_email
 from notifications.support import FALLBACK_NOTE, support_contact
-from onboarding import i18n
-from onboarding.i18n import gettext_, normalise_language, use_language
-from onboarding.messages_extra import VEHICLE_SERVICE_MESSAGES
-from onboarding.passwords import MIN_PASSWORD_LENGTH, PASSWORD_TOO_SHORT, password_problems
+from onboarding.core import i18n
+from onboarding.core.i18n import gettext_, normalise_language, use_language
+from onboarding.core.messages_extra import VEHICLE_SERVICE_MESSAGES
+from onboarding.identity.passwords import MIN_PASSWORD_LENGTH, PASSWORD_TOO_SHORT, password_problems
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCALE_DIR = ROOT / "onboarding" / "locale"
+LOCALE_DIR = ROOT / "onboarding" / "core" / "locale"
 TRANSLATED = ("de", "sv", "nb")
 
 # Every printf-style directive, including "%%": Jinja's new-style gettext always applies "%", so a stray
@@ -92,7 +92,7 @@ def test_extraction_finds_the_marked_strings() -> None:
     assert FALLBACK_NOTE in messages
     locations = [loc for locs in messages.values() for loc in locs]
     # The developer mailbox pages are English-only and stay out of the catalogues.
-    assert not [loc for loc in locations if loc.startswith("notifications/templates/dev/")]
+    assert not [loc for loc in locations if loc.startswith("onboarding/ops/templates/")]
 
 
 @pytest.mark.parametrize("lang", TRANSLATED)
@@ -137,7 +137,7 @@ def test_template_pot_is_up_to_date() -> None:
     in_pot = {entry.id for entry in pot if isinstance(entry.id, str) and entry.id}
     stale = sorted(set(extracted()) - in_pot)
     assert not stale, (
-        f"onboarding/locale/messages.pot is out of date; run scripts/update-translations.sh: {stale}"
+        f"onboarding/core/locale/messages.pot is out of date; run scripts/update-translations.sh: {stale}"
     )
 
 
@@ -153,16 +153,16 @@ def test_catalogue_compiles_and_translates(lang: str) -> None:
 
 
 def test_vehicle_service_messages_match_their_source() -> None:
-    """messages_extra repeats strings from vehicles/service.py; a reworded original would lose its
+    """messages_extra repeats strings from onboarding/core/fields.py; a reworded original would lose its
     translation silently."""
-    source = (ROOT / "vehicles" / "service.py").read_text(encoding="utf-8")
+    source = (ROOT / "onboarding" / "core" / "fields.py").read_text(encoding="utf-8")
     for message in VEHICLE_SERVICE_MESSAGES:
         assert f'FieldError(name, "{message}")' in source, message
 
 
 def test_password_length_message_matches_the_rule() -> None:
     assert f"at least {MIN_PASSWORD_LENGTH} characters" in PASSWORD_TOO_SHORT
-    hint = (ROOT / "onboarding" / "templates" / "_forms.html").read_text(encoding="utf-8")
+    hint = (ROOT / "onboarding" / "web" / "templates" / "web/_forms.html").read_text(encoding="utf-8")
     assert f'_("At least {MIN_PASSWORD_LENGTH} characters.' in hint  # the new-password fields' hint
     assert password_problems("x" * (MIN_PASSWORD_LENGTH - 1)) == [PASSWORD_TOO_SHORT]
 

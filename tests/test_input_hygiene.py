@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from onboarding.clock import utcnow
-from onboarding.settings import Settings
-from onboarding.text_rules import check_texts, unsafe_character
+from onboarding.core.clock import utcnow
+from onboarding.core.settings import Settings
+from onboarding.core.text_rules import check_texts, unsafe_character
 from tests.browser_support import live_server
 from tests.conftest import Database
 from tests.helpers import csrf, order_payload

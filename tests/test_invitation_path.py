@@ -9,10 +9,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from notifications.email import body_parts
-from onboarding.accounts import verify_password
-from onboarding.clock import utcnow
-from onboarding.models import Account, Consent, Invitation
-from onboarding.settings import Settings
+from onboarding.activation.models import Invitation
+from onboarding.core.clock import utcnow
+from onboarding.core.settings import Settings
+from onboarding.identity.accounts import verify_password
+from onboarding.identity.models import Account, Consent
 from tests.conftest import Database, SmtpServer
 from tests.helpers import (
     ID_PASSWORD,

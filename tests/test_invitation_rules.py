@@ -8,11 +8,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from notifications.models import OutboxMessage
-from onboarding import invitations
-from onboarding.db import transaction
-from onboarding.invitations import LinkState
-from onboarding.models import Invitation
-from onboarding.settings import Settings
+from onboarding.activation import invitations
+from onboarding.activation.invitations import LinkState
+from onboarding.activation.models import Invitation
+from onboarding.core.db import transaction
+from onboarding.core.settings import Settings
 from tests.conftest import NOW, Database, SmtpServer
 from tests.helpers import dev_mailbox_links, link_in, order_payload, path_of, put_order, run_jobs
 from vehicles.models import Order, OrderEvent, ProductionStatus

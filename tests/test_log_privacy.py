@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from onboarding.settings import Settings
+from onboarding.core.settings import Settings
 from tests.browser_support import live_server
 from tests.conftest import ISSUED_API_KEYS, Database
 from tests.test_input_hygiene import exchange
@@ -115,7 +115,7 @@ def test_a_500_keeps_the_connection_open(
 
 
 def test_log_events_and_library_records_are_redacted(log_capture: Path) -> None:
-    from onboarding.logconfig import configure_logging
+    from onboarding.core.logconfig import configure_logging
 
     configure_logging()
     key = "onb_0123456789ab_" + "k" * 43

@@ -21,15 +21,16 @@ from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 
-from onboarding import accounts, auth_pages, login
-from onboarding.accounts import ARGON2_CONCURRENCY, find_account, hash_password, verify_password
 from onboarding.app import create_app
-from onboarding.clock import utcnow
-from onboarding.crypto import token_hash
-from onboarding.db import begin_read
-from onboarding.models import Account, AuditEvent, WebSession
-from onboarding.ratelimit import RateLimits, SweptMemoryStorage
-from onboarding.settings import Settings
+from onboarding.core.clock import utcnow
+from onboarding.core.crypto import token_hash
+from onboarding.core.db import begin_read
+from onboarding.core.settings import Settings
+from onboarding.identity import accounts, login
+from onboarding.identity import pages as auth_pages
+from onboarding.identity.accounts import ARGON2_CONCURRENCY, find_account, hash_password, verify_password
+from onboarding.identity.models import Account, AuditEvent, WebSession
+from onboarding.identity.ratelimit import RateLimits, SweptMemoryStorage
 from tests.account_support import PASSWORD, account, log_in, make_account
 from tests.conftest import Database
 from tests.helpers import csrf
@@ -298,7 +299,7 @@ def test_no_database_connection_is_held_while_argon2id_runs(
         held_during_hash.append(db.engine.pool.checkedout())  # type: ignore[attr-defined]
         return real_verify(account, password)
 
-    monkeypatch.setattr("onboarding.login.verify_password", verify_and_look)
+    monkeypatch.setattr("onboarding.identity.login.verify_password", verify_and_look)
     assert log_in(client).status_code == 303
     assert log_in(client, password="not-the-password-9").status_code == 401
     assert log_in(client, email="ghost@example.com").status_code == 401

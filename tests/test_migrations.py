@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from onboarding import migrations
-from onboarding.db import Base
+from onboarding.core.db import Base
+from onboarding.ops import migrations
 
 
 def _check(url: str) -> None:

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from onboarding.api_keys import create_api_key
-from onboarding.clock import utcnow
-from onboarding.db import transaction
+from onboarding.api.keys import create_api_key
+from onboarding.core.clock import utcnow
+from onboarding.core.db import transaction
 from tests.conftest import NOW, Database
 from tests.helpers import order_payload
 from vehicles.models import Dealer, Order, OrderEvent, VehicleModel

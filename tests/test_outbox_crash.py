@@ -103,7 +103,10 @@ def _seed(db: Database, emails: list[str]) -> None:
 def _scheduler(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "onboarding.cli", "scheduler", "run-once"], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "onboarding.ops.cli", "scheduler", "run-once"],
+            env=env,
+            stdout=out,
+            stderr=out,
         )
 
 

@@ -25,9 +25,9 @@ from notifications.email import SmtpSender
 from notifications.models import OutboxMessage
 from notifications.outbox import ClaimedMessage, NewMessage, Outcomes, Undeliverable
 from notifications.sms import HttpSmsSender
-from onboarding.clock import utcnow
-from onboarding.db import transaction
-from onboarding.settings import Settings
+from onboarding.core.clock import utcnow
+from onboarding.core.db import transaction
+from onboarding.core.settings import Settings
 from tests.conftest import NOW, Database, free_port
 from tests.sms_gateway import Gateway
 

@@ -22,11 +22,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import Message
 
 from notifications.models import DevMailboxMessage
+from onboarding.api.models import ApiKey
 from onboarding.app import create_app
-from onboarding.clock import utcnow
-from onboarding.db import engine_of, make_engine, make_session_factory
-from onboarding.models import ApiKey
-from onboarding.settings import Settings
+from onboarding.core.clock import utcnow
+from onboarding.core.db import engine_of, make_engine, make_session_factory
+from onboarding.core.settings import Settings
 from tests.conftest import Database
 from tests.helpers import order_payload, put_order
 
@@ -214,7 +214,7 @@ def test_the_scheduler_has_a_pool_of_its_own(db: Database, settings: Settings, r
 
 
 def test_a_waiting_request_leaves_the_queue_when_its_client_goes_or_it_is_cancelled() -> None:
-    from onboarding.admission import Admission, Overloaded
+    from onboarding.web.admission import Admission, Overloaded
 
     async def scenario() -> tuple[int, int, int]:
         admission = Admission(1, max_waiting=10, max_wait_seconds=5)
@@ -248,8 +248,8 @@ def test_a_cancelled_request_gives_its_connection_back(db: Database, settings: S
 
     from starlette.requests import Request
 
-    from onboarding.admission import admission_for
-    from onboarding.web import db_session
+    from onboarding.web.admission import admission_for
+    from onboarding.web.transactions import db_session
 
     factory = _small_pool(db, 1)
     engine = engine_of(factory)

@@ -8,9 +8,9 @@ from html.parser import HTMLParser
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from onboarding.clock import utcnow
-from onboarding.models import Invitation
-from onboarding.settings import Settings
+from onboarding.activation.models import Invitation
+from onboarding.core.clock import utcnow
+from onboarding.core.settings import Settings
 from tests.conftest import Database
 from tests.helpers import invite_through_api, path_of
 
@@ -97,9 +97,11 @@ def test_every_state_changing_page_route_checks_csrf() -> None:
     """Every POST of the page routers carries the CSRF dependency, so a new form cannot forget it."""
     from fastapi.routing import APIRoute
 
-    from notifications import pages as dev_pages
-    from onboarding import account_pages, auth_pages, pages
-    from onboarding.web import csrf_protect
+    from onboarding.activation import pages
+    from onboarding.identity import account_pages
+    from onboarding.identity import pages as auth_pages
+    from onboarding.ops import mailbox_pages as dev_pages
+    from onboarding.web.forms import csrf_protect
 
     posts = [
         route

@@ -8,12 +8,12 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from onboarding import password_reset
-from onboarding.clock import utcnow
-from onboarding.crypto import token_hash
-from onboarding.models import AccountToken, AuditEvent
-from onboarding.ratelimit import RateLimits
-from onboarding.settings import Settings
+from onboarding.core.clock import utcnow
+from onboarding.core.crypto import token_hash
+from onboarding.core.settings import Settings
+from onboarding.identity import password_reset
+from onboarding.identity.models import AccountToken, AuditEvent
+from onboarding.identity.ratelimit import RateLimits
 from tests.account_support import (
     BIRTH,
     NEW_PASSWORD,

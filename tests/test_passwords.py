@@ -1,6 +1,6 @@
 import pytest
 
-from onboarding.passwords import (
+from onboarding.identity.passwords import (
     MIN_PASSWORD_LENGTH,
     common_password_count,
     is_common_password,

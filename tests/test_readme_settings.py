@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from onboarding.settings import Settings
+from onboarding.core.settings import Settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -9,13 +9,13 @@ from datetime import date, timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from onboarding import registration
-from onboarding.accounts import NewAccount
-from onboarding.clock import utcnow
-from onboarding.i18n import gettext_, use_language
-from onboarding.models import Account, Consent
-from onboarding.ratelimit import RateLimits
-from onboarding.settings import Settings
+from onboarding.core.clock import utcnow
+from onboarding.core.i18n import gettext_, use_language
+from onboarding.core.settings import Settings
+from onboarding.identity import registration
+from onboarding.identity.accounts import NewAccount
+from onboarding.identity.models import Account, Consent
+from onboarding.identity.ratelimit import RateLimits
 from tests.account_support import (
     BIRTH,
     PASSWORD,

@@ -12,13 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from notifications.models import OutboxMessage
-from onboarding import pin, sms_codes
+from onboarding.activation.models import SupportRequest
 from onboarding.app import create_app
-from onboarding.clock import utcnow
-from onboarding.db import transaction
-from onboarding.i18n import gettext_, use_language
-from onboarding.models import Account, AuditEvent, SecurityPin, SupportRequest
-from onboarding.settings import Settings
+from onboarding.core.clock import utcnow
+from onboarding.core.db import transaction
+from onboarding.core.i18n import gettext_, use_language
+from onboarding.core.settings import Settings
+from onboarding.identity import pin, sms_codes
+from onboarding.identity.models import Account, AuditEvent, SecurityPin
 from tests.account_support import PASSWORD, account, log_in, make_account, run_and_send
 from tests.conftest import Database
 from tests.helpers import (

@@ -16,7 +16,7 @@ from aiosmtpd.controller import Controller
 
 from notifications.email import NO_SMTPUTF8, RenderedEmail, SmtpSender, build_email, parse_email
 from notifications.outbox import ClaimedMessage, Outcomes, Undeliverable
-from onboarding.settings import Settings
+from onboarding.core.settings import Settings
 from tests.conftest import free_port
 
 SENDER = "no-reply@brand.example"

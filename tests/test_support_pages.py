@@ -8,9 +8,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from notifications.models import DevMailboxMessage, OutboxMessage
-from onboarding.clock import utcnow
-from onboarding.models import Invitation, SupportRequest
-from onboarding.settings import Settings
+from onboarding.activation.models import Invitation, SupportRequest
+from onboarding.core.clock import utcnow
+from onboarding.core.settings import Settings
 from tests.conftest import Database
 from tests.helpers import invite_through_api, path_of, run_jobs
 

@@ -50,16 +50,15 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from onboarding.db import UTCDateTime
-from onboarding.errors import FieldError, NotFound, ValidationFailed
+from onboarding.core.db import UTCDateTime
+from onboarding.core.errors import FieldError, NotFound, ValidationFailed
+from onboarding.core.scope import ALL_MARKETS, Scope
 from vehicles.models import Order, OrderEvent, ProductionStatus
 from vehicles.schemas import OrderIn
 from vehicles.service import (
-    ALL_MARKETS,
     CSV_COLUMNS,
     CleanOrder,
     ReferenceCache,
-    Scope,
     refresh_invitation_due,
     upsert_order,
     validate_order,

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from onboarding.db import Base, UTCDateTime
+from onboarding.core.db import Base, UTCDateTime
 
 
 class Powertrain(StrEnum):

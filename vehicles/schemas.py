@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from onboarding.text_rules import SafeStr
+from onboarding.core.text_rules import SafeStr
 from vehicles.models import Powertrain, ProductionStatus
 
 # Every text field is a ``SafeStr``: no NUL, control, bidi-override or lone-surrogate characters.

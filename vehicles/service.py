@@ -1,27 +1,23 @@
 """Rules for dealers, models and orders: validation, upsert, the invitation-due rule (the CSV import
 is in ``vehicles.csv_import``).
 
-Nothing here commits: the request or job that calls it owns the transaction.
-"""
+Nothing here commits: the request or job that calls it owns the transaction."""
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
-from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from onboarding.db import Base
-from onboarding.errors import FieldError, NotFound, ValidationFailed
-from onboarding.i18n import LANGUAGES, normalise_language
+from onboarding.core.db import Base
+from onboarding.core.errors import FieldError, NotFound, ValidationFailed
+from onboarding.core.fields import clean_country, clean_email, clean_language, clean_name, clean_phone
+from onboarding.core.scope import ALL_MARKETS, Scope
 from vehicles.models import (
     CLOSED_STATUSES,
     Dealer,
@@ -34,6 +30,7 @@ from vehicles.schemas import DealerIn, OrderIn, VehicleModelIn
 from vehicles.vin import check_vin
 
 ReferenceRow = TypeVar("ReferenceRow", Dealer, VehicleModel)
+
 
 CSV_COLUMNS = (
     "order_number",
@@ -48,126 +45,18 @@ CSV_COLUMNS = (
     "language",
     "planned_delivery_date",
 )
-KNOWN_COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+
+
 _ORDER_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Which markets a caller may touch; ``countries=None`` means all of them."""
-
-    countries: frozenset[str] | None = None
-
-    def allows(self, country: str) -> bool:
-        return self.countries is None or country in self.countries
-
-
-ALL_MARKETS = Scope()
-
-
-# --- field rules -------------------------------------------------------------------------------
 
 
 def check_code(value: str, name: str) -> list[FieldError]:
     if not _CODE.match(value):
         return [FieldError(name, "Use 1-32 letters, digits, '.', '_' or '-'.")]
     return []
-
-
-# email_validator spends most of its time on the domain (IDNA mapping, a Unicode check per
-# character), and the addresses of an import share a few domains. So for the common shape, a
-# dot-atom of ASCII atext before the @ and an ASCII domain, the library judges each domain once and
-# this pattern the part before the @; every other address goes through the library whole. Both paths
-# give the same answers (a property test holds them to it); a 460,000-row CSV import checks its rows
-# in about two thirds of the time.
-_PLAIN_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
-_CASE_INSENSITIVE_LOCAL_PARTS = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
-_EMAIL_MAX_LENGTH = 254  # RFC 3696 errata 1690, as email_validator counts it
-_LOCAL_PART_MAX_LENGTH = 64
-
-
-@functools.lru_cache(maxsize=4096)
-def _plain_domain(domain: str) -> str | None:
-    """The normalised form of an ASCII domain that email_validator accepts, else None."""
-    try:
-        normalized = validate_email(f"a@{domain}", check_deliverability=False).domain
-    except EmailNotValidError:
-        return None
-    return normalized if normalized.isascii() else None
-
-
-def _plain_email(value: str) -> str | None:
-    local, at, domain = value.rpartition("@")
-    if (
-        not at
-        or len(local) > _LOCAL_PART_MAX_LENGTH
-        or not domain.isascii()
-        or not _PLAIN_LOCAL_PART.match(local)
-        or local.lower() in _CASE_INSENSITIVE_LOCAL_PARTS
-    ):
-        return None
-    normal_domain = _plain_domain(domain)
-    if normal_domain is None or len(local) + 1 + len(normal_domain) > _EMAIL_MAX_LENGTH:
-        return None
-    return f"{local}@{normal_domain}"
-
-
-def clean_email(value: str, name: str, errors: list[FieldError]) -> str:
-    value = value.strip()
-    if (plain := _plain_email(value)) is not None:
-        return plain
-    try:
-        return validate_email(value, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        errors.append(FieldError(name, f"Not a valid email address: {exc}"))
-        return value
-
-
-def clean_phone(value: str, country: str, name: str, errors: list[FieldError]) -> str:
-    region = country if country in KNOWN_COUNTRIES else None
-    try:
-        number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException:
-        errors.append(
-            FieldError(name, "Not a phone number; give it with the country code, e.g. +46 70 123 45 67.")
-        )
-        return value
-    if not phonenumbers.is_valid_number(number):
-        errors.append(FieldError(name, f"Not a valid phone number for {region or 'any country'}."))
-        return value
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def clean_country(value: str, name: str, errors: list[FieldError]) -> str:
-    code = value.strip().upper()
-    if code not in KNOWN_COUNTRIES:
-        errors.append(
-            FieldError(name, f"Unknown country '{value}'; use an ISO 3166-1 alpha-2 code such as SE.")
-        )
-    return code
-
-
-def clean_language(value: str, name: str, errors: list[FieldError]) -> str:
-    code = normalise_language(value)
-    if code is None:
-        errors.append(FieldError(name, f"Unsupported language '{value}'; use one of {', '.join(LANGUAGES)}."))
-        return value
-    return code
-
-
-def clean_name(value: str, name: str, errors: list[FieldError]) -> str:
-    cleaned = " ".join(value.split())
-    if not cleaned:
-        errors.append(FieldError(name, "Must not be empty."))
-    elif len(cleaned) > 100:
-        errors.append(FieldError(name, "At most 100 characters."))
-    elif any(ch in cleaned for ch in '<>"@;{}'):
-        errors.append(FieldError(name, "Contains characters that are not used in names."))
-    return cleaned
-
-
-# --- reference data ----------------------------------------------------------------------------
 
 
 def upsert_dealer(session: Session, code: str, data: DealerIn, now: datetime) -> tuple[Dealer, bool]:
@@ -235,9 +124,6 @@ def insert_once(session: Session, row: Base) -> IntegrityError | None:
     except IntegrityError as exc:
         return exc
     return None
-
-
-# --- orders ------------------------------------------------------------------------------------
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import onboarding.db
+import onboarding.core.db
 
 
 revision: str = 'c440d7cc3204'
@@ -32,10 +32,10 @@ def upgrade() -> None:
     sa.Column('country', sa.String(length=2), nullable=False),
     sa.Column('language', sa.String(length=8), nullable=False),
     sa.Column('phone', sa.String(length=20), nullable=True),
-    sa.Column('phone_verified_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('email_verified_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('phone_verified_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('email_verified_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_via', sa.String(length=20), nullable=False),
-    sa.Column('created_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_accounts')),
     sa.UniqueConstraint('email', name=op.f('uq_accounts_email'))
     )
@@ -45,9 +45,9 @@ def upgrade() -> None:
     sa.Column('prefix', sa.String(length=16), nullable=False),
     sa.Column('key_hash', sa.String(length=64), nullable=False),
     sa.Column('countries', sa.JSON(), nullable=True),
-    sa.Column('created_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('last_used_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('revoked_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_used_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('revoked_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
     sa.UniqueConstraint('prefix', name=op.f('uq_api_keys_prefix'))
     )
@@ -58,7 +58,7 @@ def upgrade() -> None:
     sa.Column('email', sa.String(length=320), nullable=False),
     sa.Column('phone', sa.String(length=20), nullable=True),
     sa.Column('language', sa.String(length=8), nullable=False),
-    sa.Column('updated_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('code', name=op.f('pk_dealers'))
     )
     with op.batch_alter_table('dealers', schema=None) as batch_op:
@@ -74,11 +74,11 @@ def upgrade() -> None:
     sa.Column('payload', sa.LargeBinary(), nullable=True),
     sa.Column('state', sa.String(length=12), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('lease_expires_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_attempt_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('lease_expires_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('created_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('sent_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_messages'))
     )
     with op.batch_alter_table('outbox_messages', schema=None) as batch_op:
@@ -92,7 +92,7 @@ def upgrade() -> None:
     sa.Column('requires_security_pin', sa.Boolean(), nullable=False),
     sa.Column('offers_data_pass', sa.Boolean(), nullable=False),
     sa.Column('services', sa.JSON(), nullable=False),
-    sa.Column('updated_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('code', name=op.f('pk_vehicle_models'))
     )
     op.create_table('consents',
@@ -100,8 +100,8 @@ def upgrade() -> None:
     sa.Column('account_id', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=40), nullable=False),
     sa.Column('text_version', sa.String(length=40), nullable=False),
-    sa.Column('granted_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('withdrawn_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('granted_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('withdrawn_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('source', sa.String(length=40), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_consents_account_id_accounts'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_consents'))
@@ -117,7 +117,7 @@ def upgrade() -> None:
     sa.Column('subject', sa.String(length=300), nullable=True),
     sa.Column('text_body', sa.Text(), nullable=False),
     sa.Column('html_body', sa.Text(), nullable=True),
-    sa.Column('created_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['outbox_id'], ['outbox_messages.id'], name=op.f('fk_dev_mailbox_messages_outbox_id_outbox_messages'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_dev_mailbox_messages'))
     )
@@ -136,11 +136,11 @@ def upgrade() -> None:
     sa.Column('planned_delivery_date', sa.Date(), nullable=False),
     sa.Column('production_status', sa.String(length=16), nullable=False),
     sa.Column('invite_after', sa.Date(), nullable=True),
-    sa.Column('invited_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('onboarded_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('invited_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('onboarded_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('account_id', sa.Integer(), nullable=True),
-    sa.Column('created_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_orders_account_id_accounts')),
     sa.ForeignKeyConstraint(['dealer_code'], ['dealers.code'], name=op.f('fk_orders_dealer_code_dealers')),
     sa.ForeignKeyConstraint(['model_code'], ['vehicle_models.code'], name=op.f('fk_orders_model_code_vehicle_models')),
@@ -162,16 +162,16 @@ def upgrade() -> None:
     sa.Column('language', sa.String(length=8), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
     sa.Column('token_sealed', sa.Text(), nullable=True),
-    sa.Column('created_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('sent_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('expires_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('remind_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('reminded_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('opened_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('expires_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('remind_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('reminded_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('opened_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('account_id', sa.Integer(), nullable=True),
-    sa.Column('id_created_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('completed_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('revoked_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('id_created_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('completed_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('revoked_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('revoked_reason', sa.String(length=40), nullable=True),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_invitations_account_id_accounts')),
     sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_invitations_order_id_orders'), ondelete='CASCADE'),
@@ -185,7 +185,7 @@ def upgrade() -> None:
     op.create_table('order_events',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('order_id', sa.Integer(), nullable=False),
-    sa.Column('at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('kind', sa.String(length=40), nullable=False),
     sa.Column('actor', sa.String(length=120), nullable=False),
     sa.Column('detail', sa.Text(), nullable=True),
@@ -207,7 +207,7 @@ def upgrade() -> None:
     sa.Column('invitation_id', sa.Integer(), nullable=True),
     sa.Column('message', sa.Text(), nullable=True),
     sa.Column('status', sa.String(length=20), nullable=False),
-    sa.Column('created_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['invitation_id'], ['invitations.id'], name=op.f('fk_support_requests_invitation_id_invitations')),
     sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_support_requests_order_id_orders')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_support_requests'))

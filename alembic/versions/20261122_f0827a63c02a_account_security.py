@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import onboarding.db
+import onboarding.core.db
 
 
 revision: str = 'f0827a63c02a'
@@ -28,11 +28,11 @@ def upgrade() -> None:
     sa.Column('token_hash', sa.String(length=64), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=True),
     sa.Column('email', sa.String(length=320), nullable=False),
-    sa.Column('created_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('used_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('revoked_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('identity_checked_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('used_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('revoked_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('identity_checked_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('identity_failures', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_account_tokens_account_id_accounts'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_account_tokens')),
@@ -43,7 +43,7 @@ def upgrade() -> None:
 
     op.create_table('audit_events',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('kind', sa.String(length=40), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=True),
     sa.Column('actor', sa.String(length=120), nullable=False),
@@ -60,8 +60,8 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=False),
     sa.Column('code_hash', sa.String(length=64), nullable=False),
-    sa.Column('created_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('used_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('used_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_backup_codes_account_id_accounts'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_backup_codes'))
     )
@@ -72,8 +72,8 @@ def upgrade() -> None:
     sa.Column('account_id', sa.Integer(), nullable=False),
     sa.Column('pin_hash', sa.String(length=255), nullable=False),
     sa.Column('failures', sa.Integer(), nullable=False),
-    sa.Column('locked_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('set_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('locked_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('set_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_security_pins_account_id_accounts'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('account_id', name=op.f('pk_security_pins'))
     )
@@ -83,13 +83,13 @@ def upgrade() -> None:
     sa.Column('purpose', sa.String(length=20), nullable=False),
     sa.Column('phone', sa.String(length=20), nullable=False),
     sa.Column('code_hash', sa.String(length=64), nullable=False),
-    sa.Column('code_sent_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('code_expires_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('code_sent_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('code_expires_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('send_times', sa.JSON(), nullable=False),
     sa.Column('failures', sa.Integer(), nullable=False),
-    sa.Column('created_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('verified_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('closed_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('verified_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('closed_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_sms_challenges_account_id_accounts'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sms_challenges'))
     )
@@ -101,10 +101,10 @@ def upgrade() -> None:
     sa.Column('token_hash', sa.String(length=64), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=False),
     sa.Column('stage', sa.String(length=16), nullable=False),
-    sa.Column('created_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('last_seen_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', onboarding.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('ended_at', onboarding.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ended_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('ended_reason', sa.String(length=40), nullable=True),
     sa.Column('ip', sa.String(length=64), nullable=True),
     sa.Column('user_agent', sa.String(length=300), nullable=True),
@@ -117,11 +117,11 @@ def upgrade() -> None:
 
     with op.batch_alter_table('accounts', schema=None) as batch_op:
         batch_op.add_column(sa.Column('failed_logins', sa.Integer(), nullable=False, server_default='0'))
-        batch_op.add_column(sa.Column('locked_until', onboarding.db.UTCDateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column('password_changed_at', onboarding.db.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('locked_until', onboarding.core.db.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('password_changed_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('two_factor', sa.String(length=8), nullable=True))
         batch_op.add_column(sa.Column('totp_secret_sealed', sa.Text(), nullable=True))
-        batch_op.add_column(sa.Column('totp_confirmed_at', onboarding.db.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('totp_confirmed_at', onboarding.core.db.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('totp_last_counter', sa.Integer(), nullable=True))
 
     # ### end Alembic commands ###

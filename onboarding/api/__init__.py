@@ -1,0 +1,1 @@
+"""The machine API: API keys, order-system and reference-data endpoints."""

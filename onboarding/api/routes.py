@@ -1,0 +1,182 @@
+"""Machine APIs: reference data (dealers, models) and the order system's orders (SPEC §4)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, Security
+from fastapi.security import HTTPBearer
+from sqlalchemy.orm import Session
+
+from onboarding.activation import invitations
+from onboarding.api.dependencies import ApiCaller, api_caller
+from onboarding.core.clock import utcnow
+from onboarding.core.errors import Forbidden
+from onboarding.core.settings import Settings
+from onboarding.core.text_rules import SafeStr
+from onboarding.web.app_state import settings_of
+from onboarding.web.problems import problem_responses
+from onboarding.web.transactions import db_session
+from vehicles import service
+from vehicles.models import Dealer, Order, VehicleModel
+from vehicles.schemas import (
+    DealerIn,
+    DealerOut,
+    OrderIn,
+    OrderOut,
+    StatusIn,
+    VehicleModelIn,
+    VehicleModelOut,
+    VinIn,
+)
+
+
+async def _json_body(request: Request) -> None:
+    """A body the APIs read is JSON; anything else is answered 415 rather than "invalid fields".
+    ``async``: a plain function would take a worker thread for every API request before admission
+    (with 500 clients queued, their hops crowded out the admitted requests' threads)."""
+    if request.method not in ("PUT", "POST", "PATCH"):
+        return
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise HTTPException(415, "Unsupported media type")
+
+
+# Documents the bearer API key in OpenAPI; ``api_caller`` checks it and answers the 401 problem.
+bearer_api_key = HTTPBearer(auto_error=False, description="An API key (`onboarding api-keys create`)")
+
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["order system"],
+    dependencies=[Depends(_json_body), Security(bearer_api_key)],
+    responses=problem_responses(401, 404, 422, 503),
+)
+_WRITE = problem_responses(400, 403, 413, 415)
+
+Code = Annotated[SafeStr, Path(min_length=1, max_length=64)]
+Db = Annotated[Session, Depends(db_session)]
+Caller = Annotated[ApiCaller, Depends(api_caller)]
+Config = Annotated[Settings, Depends(settings_of)]
+
+
+def _all_markets(caller: ApiCaller) -> None:
+    # Reference data is shared by every market, so only unscoped integrations may change it.
+    if caller.scope.countries is not None:
+        raise Forbidden("This API key is limited to some markets and may not change reference data.")
+
+
+def _dealer_out(d: Dealer) -> DealerOut:
+    return DealerOut(
+        code=d.code, name=d.name, country=d.country, email=d.email, phone=d.phone, language=d.language
+    )
+
+
+def _model_out(m: VehicleModel) -> VehicleModelOut:
+    return VehicleModelOut(
+        code=m.code,
+        name=m.name,
+        model_year=m.model_year,
+        powertrain=m.powertrain,
+        requires_security_pin=m.requires_security_pin,
+        offers_data_pass=m.offers_data_pass,
+        services=m.services,
+    )
+
+
+@router.put(
+    "/dealers/{dealer_code}", response_model=DealerOut, responses={201: {"model": DealerOut}, **_WRITE}
+)
+def put_dealer(
+    dealer_code: Code, body: DealerIn, session: Db, caller: Caller, response: Response
+) -> DealerOut:
+    _all_markets(caller)
+    dealer, created = service.upsert_dealer(session, dealer_code, body, utcnow())
+    session.commit()
+    response.status_code = 201 if created else 200
+    return _dealer_out(dealer)
+
+
+@router.put(
+    "/models/{model_code}",
+    response_model=VehicleModelOut,
+    responses={201: {"model": VehicleModelOut}, **_WRITE},
+)
+def put_model(
+    model_code: Code, body: VehicleModelIn, session: Db, caller: Caller, response: Response
+) -> VehicleModelOut:
+    _all_markets(caller)
+    model, created = service.upsert_model(session, model_code, body, utcnow())
+    session.commit()
+    response.status_code = 201 if created else 200
+    return _model_out(model)
+
+
+def _order_out(session: Session, order: Order, hints: list[str] | None = None) -> OrderOut:
+    return OrderOut(
+        order_number=order.order_number,
+        dealer_code=order.dealer_code,
+        model_code=order.model_code,
+        vin=order.vin,
+        buyer_first_name=order.buyer_first_name,
+        buyer_last_name=order.buyer_last_name,
+        buyer_email=order.buyer_email,
+        buyer_phone=order.buyer_phone,
+        country=order.country,
+        language=order.language,
+        planned_delivery_date=order.planned_delivery_date,
+        production_status=order.production_status,
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+        onboarding=invitations.funnel(session, order, now=utcnow()),
+        warnings=hints or [],
+    )
+
+
+@router.put("/orders/{order_number}", response_model=OrderOut, responses={201: {"model": OrderOut}, **_WRITE})
+def put_order(
+    order_number: Code, body: OrderIn, session: Db, caller: Caller, settings: Config, response: Response
+) -> OrderOut:
+    """Create or update an order (idempotent). An invalid order stores nothing."""
+    now = utcnow()
+    clean = service.validate_order(session, order_number, body, today=now.date())
+    order, created, _changed = service.upsert_order(
+        session,
+        clean,
+        now=now,
+        actor=caller.name,
+        lead_days=settings.invitation_lead_days,
+        scope=caller.scope,
+    )
+    session.commit()
+    response.status_code = 201 if created else 200
+    return _order_out(session, order, clean.hints)
+
+
+@router.get("/orders/{order_number}", response_model=OrderOut)
+def get_order(order_number: Code, session: Db, caller: Caller) -> OrderOut:
+    return _order_out(session, service.get_order(session, order_number, caller.scope))
+
+
+@router.put("/orders/{order_number}/status", response_model=OrderOut, responses=_WRITE)
+def put_status(order_number: Code, body: StatusIn, session: Db, caller: Caller, settings: Config) -> OrderOut:
+    order = service.get_order(session, order_number, caller.scope)
+    service.set_status(
+        session,
+        order,
+        body.production_status,
+        now=utcnow(),
+        actor=caller.name,
+        lead_days=settings.invitation_lead_days,
+    )
+    session.commit()
+    return _order_out(session, order)
+
+
+@router.put("/orders/{order_number}/vin", response_model=OrderOut, responses=_WRITE)
+def put_vin(order_number: Code, body: VinIn, session: Db, caller: Caller) -> OrderOut:
+    order = service.get_order(session, order_number, caller.scope)
+    hints = service.set_vin(session, order, body.vin, now=utcnow(), actor=caller.name)
+    session.commit()
+    return _order_out(session, order, hints)

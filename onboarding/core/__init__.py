@@ -1,0 +1,2 @@
+"""Foundation: settings, database, clock, crypto, languages, errors, logging, field rules, market
+scope."""

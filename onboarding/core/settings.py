@@ -1,0 +1,146 @@
+"""Configuration from environment variables prefixed ``ONBOARDING_``.
+
+Defaults serve a local run: a SQLite file under ``var/``, the development mailbox and SMS outbox.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VAR_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ONBOARDING_", env_file=".env", extra="ignore")
+
+    database_url: str = f"sqlite:///{VAR_DIR / 'onboarding.core.db'}"
+    public_base_url: str = "http://127.0.0.1:8000"
+    # Keys invitation links' sealed copies and the outbox's encrypted payloads. Without one a local
+    # run generates a key file under var/ (see ``secret_key_value``); production must set it.
+    secret_key: SecretStr | None = None
+
+    brand_name: str = "Nordlicht Motors"
+    brand_mail_domain: str = "nordlicht-motors.example"
+    brand_primary_colour: str = "#0b3d2e"
+    mail_from: str = "Nordlicht Motors <no-reply@nordlicht-motors.example>"
+
+    # No SMTP host: mail goes to the development mailbox (``/dev/mailbox``).
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = 30.0
+    smtp_concurrency: int = 8
+
+    sms_backend: str = "dev"  # "dev" (development outbox) or "http" (JSON gateway)
+    sms_http_url: str | None = None
+    sms_http_timeout_seconds: float = 10.0
+    sms_sender_name: str = "Nordlicht"
+    # Rate limits (``limits`` notation) live in memory, or in Redis when set so instances share them.
+    redis_url: str | None = None
+    rate_limit_namespace: str = "onboarding"
+    rate_limit_login_per_ip: str = "30/minute;300/hour"
+    rate_limit_login_per_account: str = "20/minute;100/hour"
+    rate_limit_email_per_ip: str = "10/minute;50/hour"
+    rate_limit_email_per_address: str = "3/minute;10/hour"
+    # Only behind a proxy that sets it: the client address is then the last X-Forwarded-For hop.
+    trust_forwarded_for: bool = False
+
+    session_idle_minutes: int = 60
+    session_max_hours: int = 12
+    lockout_failures: int = 10
+    lockout_minutes: int = 120
+    password_reset_valid_minutes: int = 60
+    email_verification_valid_hours: int = 72
+    email_change_valid_hours: int = 24
+    sms_code_valid_minutes: int = 10
+    sms_code_max_failures: int = 5
+    sms_resend_seconds: int = 60
+    sms_max_sends_per_hour: int = 5
+    pin_max_failures: int = 3
+
+    # The requests' connection pool and admission (onboarding/admission.py): a request holds at most
+    # one connection, and no more requests hold a session than the pool has connections, so none
+    # waits for a connection. The rest queue briefly; beyond that they are answered 503 at once.
+    db_pool_size: int = 10
+    db_max_overflow: int = 5  # spare connections, e.g. for a request's messages sent after its response
+    requests_in_flight: int | None = None  # requests holding a database session; None: db_pool_size
+    requests_waiting: int = 1000  # requests queued for a slot; more are answered 503 at once
+    request_queue_seconds: float = 10.0  # longest wait for a slot before 503
+    # How long a request's write waits for SQLite's single write lock before it answers 503.
+    sqlite_request_busy_seconds: float = 5.0
+    scheduler_db_pool_size: int = 4  # the scheduler's own pool: requests never take its connections
+
+    # Request bodies larger than this are answered 413 before being read whole.
+    max_body_bytes: int = 1024 * 1024
+
+    invitation_lead_days: int = 14
+    invitation_valid_days: int = 14
+    invitation_reminder_days: int = 7
+    scheduler_interval_seconds: int = 20
+    scheduler_batch_size: int = 1000
+    outbox_max_attempts: int = 20
+    # How long a claimed message is reserved for its sender; a living sender renews it every third
+    # of this, so it only bounds how soon a dead process's claims are taken over.
+    outbox_lease_seconds: int = 60
+    # At most this many messages per process handed to the mail server and not yet recorded as
+    # sent: the most a crash can send twice. Unset: ``smtp_concurrency``. Larger values let
+    # outcomes be stored in larger groups (less database work per message).
+    outbox_unrecorded_limit: int | None = None
+
+    # CSV import (vehicles/csv_import.py): rows per committed chunk (SQLite's write lock is held for
+    # one chunk at a time), and processes checking a large file's rows (None: one per CPU).
+    csv_import_chunk_rows: int = 1000
+    csv_import_workers: int | None = None
+
+    terms_version: str = "2026-01"
+    privacy_version: str = "2026-01"
+    default_language: str = "en"
+    # Minimum age for an ID; per-country exceptions, e.g. China (SPEC §3.2).
+    minimum_age: int = 16
+    minimum_age_by_country: dict[str, int] = {"CN": 14}
+
+    @property
+    def dev_mailbox_enabled(self) -> bool:
+        return not self.smtp_host
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_base_url.startswith("https://")
+
+    @property
+    def unrecorded_limit(self) -> int:
+        return self.outbox_unrecorded_limit or self.smtp_concurrency
+
+    def public_url(self, path: str) -> str:
+        """The address of ``path`` (``/…``) as people reach the service: for links in emails and SMS."""
+        return self.public_base_url.rstrip("/") + path
+
+    def secret_key_value(self) -> str:
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        return _local_secret_key()
+
+
+@lru_cache(maxsize=1)
+def _local_secret_key() -> str:
+    # A per-checkout key so a local run works out of the box; never used when the key is configured.
+    path = VAR_DIR / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

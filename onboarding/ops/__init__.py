@@ -1,0 +1,1 @@
+"""Operations: command line, demo data, scheduler runner, the development mailbox."""

@@ -1,0 +1,212 @@
+"""The ``onboarding`` command line (SPEC §4)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.orm import Session, sessionmaker
+
+from onboarding import all_models
+from onboarding.core.clock import utcnow
+from onboarding.core.db import make_engine, make_session_factory, transaction
+from onboarding.core.errors import ValidationFailed
+from onboarding.core.logconfig import configure_logging
+from onboarding.core.settings import get_settings
+from onboarding.ops import migrations
+
+# Tracebacks never print local variables: they may hold keys or personal data.
+app = typer.Typer(
+    help="Connected-services onboarding.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+orders_app = typer.Typer(help="Orders.", no_args_is_help=True)
+scheduler_app = typer.Typer(help="Scheduled jobs.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys for order systems.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(orders_app, name="orders")
+app.add_typer(scheduler_app, name="scheduler")
+app.add_typer(keys_app, name="api-keys")
+
+
+@app.callback()
+def _every_command() -> None:
+    # Jobs log like the server: JSON on stderr, personal data and secrets redacted.
+    configure_logging()
+
+
+def _factory() -> sessionmaker[Session]:
+    assert all_models.TABLE_MODULES
+    return make_session_factory(make_engine(get_settings().database_url))
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Bring the database schema to the newest migration (creates a local SQLite file if needed)."""
+    migrations.upgrade(get_settings().database_url, revision)
+    typer.echo(f"Database at {revision}.")
+
+
+@app.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    migrate: Annotated[bool, typer.Option(help="Run `db upgrade` first.")] = True,
+    scheduler: Annotated[bool, typer.Option(help="Run the scheduled jobs in this process.")] = True,
+) -> None:
+    """Serve the web pages and APIs (and, by default, run the scheduler)."""
+    import uvicorn
+
+    from onboarding.app import create_app
+
+    settings = get_settings()
+    if migrate:
+        migrations.upgrade(settings.database_url)
+    url = settings.public_url
+    typer.echo(f"Serving on http://{host}:{port}  (public base URL {url('')})")
+    if settings.dev_mailbox_enabled:
+        typer.echo(f"No SMTP host configured: emails go to the development mailbox at {url('/dev/mailbox')}")
+    if settings.sms_backend == "dev":
+        typer.echo(f"No SMS gateway configured: text messages (codes) go to {url('/dev/sms')}")
+    typer.echo(f"Log in or create an ID without an invitation: {url('/login')}, {url('/register')}")
+    typer.echo(f"API documentation: {url('/api/docs')}")
+    uvicorn.run(create_app(settings, run_scheduler=scheduler), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def demo() -> None:
+    """Seed demo dealers, models, an API key and orders at several distances from delivery."""
+    from onboarding.ops.demo import seed_demo
+
+    migrations.upgrade(get_settings().database_url)
+    with transaction(_factory()) as session:
+        summary = seed_demo(session, get_settings(), now=utcnow())
+    for line in summary:
+        typer.echo(line)
+
+
+@orders_app.command("import")
+def orders_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only; store nothing.")] = False,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Import the valid rows of a file with errors.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Import orders from CSV. A file with any error imports nothing unless --skip-invalid."""
+    import os
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    from vehicles.csv_import import ImportProgress, import_orders_csv
+
+    settings = get_settings()
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=as_json,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    with open(file, "rb") as source, progress, transaction(_factory()) as session:
+
+        def after_chunk(step: ImportProgress) -> None:
+            # Each chunk is its own transaction: SQLite's write lock is held one chunk at a time.
+            if step.may_commit:
+                session.commit()
+            if step.stage not in tasks:
+                label = "Checking rows" if step.stage == "checking" else "Importing rows"
+                tasks[step.stage] = progress.add_task(label, total=step.total)
+            progress.update(tasks[step.stage], completed=step.done)
+
+        report = import_orders_csv(
+            session,
+            source,
+            now=utcnow(),
+            actor=f"csv:{file.name}",
+            lead_days=settings.invitation_lead_days,
+            dry_run=dry_run,
+            skip_invalid=skip_invalid,
+            chunk_rows=settings.csv_import_chunk_rows,
+            workers=settings.csv_import_workers or os.cpu_count() or 1,
+            after_chunk=after_chunk,
+        )
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    **{k: v for k, v in vars(report).items() if k not in ("errors", "hints")},
+                    "errors": [vars(e) for e in report.errors],
+                    "hints": [vars(h) for h in report.hints],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for error in report.errors:
+            typer.echo(f"row {error.row}: {error.field}: {error.message}", err=True)
+        for hint in report.hints:
+            typer.echo(f"row {hint.row}: note: {hint.message}")
+        verdict = (
+            "dry run, nothing stored" if dry_run else ("imported" if report.imported else "nothing imported")
+        )
+        if report.errors_not_listed:
+            typer.echo(f"... and {report.errors_not_listed} more errors", err=True)
+        typer.echo(
+            f"{report.rows} rows, {report.valid} valid, {report.error_count} errors; "
+            f"{report.created} created, {report.updated} updated ({verdict})."
+        )
+    if report.error_count and not (skip_invalid and report.imported):
+        raise typer.Exit(1)
+
+
+@scheduler_app.command("run-once")
+def run_once() -> None:
+    """Run every due job once (invitations, reminders, outbox), then exit."""
+    from onboarding.activation.jobs import run_due_jobs
+
+    report = asyncio.run(run_due_jobs(_factory(), get_settings()))
+    typer.echo(
+        f"invited {report.invited}, reminders {report.reminded}, sent {report.sent}, failed {report.failed}"
+    )
+
+
+@keys_app.command("create")
+def api_keys_create(
+    name: str,
+    country: Annotated[
+        list[str] | None, typer.Option(help="Limit the key to these markets (repeatable).")
+    ] = None,
+) -> None:
+    """Create an API key; it is printed once and only its hash is stored."""
+    from onboarding.api.keys import create_api_key
+
+    try:
+        with transaction(_factory()) as session:
+            key, plaintext = create_api_key(session, name, now=utcnow(), countries=country)
+    except ValidationFailed as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    scope = ", ".join(key.countries) if key.countries else "all markets"
+    typer.echo(f"API key for {key.name} ({scope}); store it now, it is not shown again:", err=True)
+    typer.echo(plaintext)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
