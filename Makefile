@@ -21,6 +21,7 @@ lint: $(BIN)/onboarding
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # SQLite always; PostgreSQL too when ONBOARDING_TEST_DATABASE_URL is set; browser tests when Chromium is there.
 test: lint

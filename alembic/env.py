@@ -7,9 +7,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from onboarding import all_models
 from onboarding.core.db import Base, make_engine
 from onboarding.core.settings import Settings
+from onboarding.ops import all_models
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

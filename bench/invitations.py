@@ -76,9 +76,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from notifications.email import build_email, envelope_sender, render_email
 from notifications.models import OutboxMessage
 from notifications.outbox import ClaimedMessage, Outcomes
+from notifications.support import contact_for
 from onboarding.activation import invitations
 from onboarding.activation import jobs as scheduler
 from onboarding.activation.models import Invitation
+from onboarding.core.branding import brand
 from onboarding.core.crypto import new_token
 from onboarding.core.db import transaction
 from onboarding.core.logconfig import configure_logging
@@ -379,8 +381,8 @@ def prebuild_messages(
     for row in rows:
         dealer, model = dealers[row["dealer_code"]], models[row["model_code"]]
         context: dict[str, Any] = {
-            "brand": invitations.brand(settings),
-            "support": invitations.contact_for(settings, row["country"], dealer),
+            "brand": brand(settings),
+            "support": contact_for(settings, row["country"], dealer),
             "first_name": row["buyer_first_name"],
             "model_name": model.name,
             "dealer_name": dealer.name,

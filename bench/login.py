@@ -196,7 +196,7 @@ def _serve(database_url: str, port: int, profile: str | None, conn: Connection) 
     ``hash`` (Argon2id count and CPU so far) and ``stop`` on ``conn``."""
     import uvicorn
 
-    from onboarding.app import create_app
+    from onboarding.ops.app import create_app
 
     meter = HashMeter()
     base_url = f"http://127.0.0.1:{port}"

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
+
+from onboarding.core.settings import Settings
 
 FALLBACK_NOTE = (
     "Your country is not in the support directory, so your dealer helps you; "
@@ -126,4 +129,29 @@ def support_contact(
         languages=("en",),
         is_fallback=True,
         note=FALLBACK_NOTE,
+    )
+
+
+class DealerContact(Protocol):
+    """What the directory needs of a dealer (``vehicles.models.Dealer``)."""
+
+    @property
+    def country(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+
+
+def contact_for(settings: Settings, country: str | None, dealer: DealerContact | None) -> SupportContact:
+    """Whom a person writes to: the market's support, or the dealer where the market has none."""
+    if not country and dealer is None:
+        # Nothing is known about the person yet: the brand's general mailbox, without the note
+        # about dealers that applies to unlisted countries.
+        return SupportContact("", f"support@{settings.brand_mail_domain}", ("en",), False, None)
+    return support_contact(
+        country or (dealer.country if dealer else "") or "",
+        settings.brand_mail_domain,
+        dealer_email=dealer.email if dealer else None,
+        dealer_name=dealer.name if dealer else None,
     )

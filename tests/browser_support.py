@@ -19,8 +19,8 @@ import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
 from onboarding.activation.jobs import JobReport, run_due_jobs
-from onboarding.app import create_app
 from onboarding.core.settings import Settings
+from onboarding.ops.app import create_app
 from tests.conftest import free_port
 
 CHROMIUM = Path(os.environ.get("ONBOARDING_CHROMIUM", "/usr/bin/chromium"))

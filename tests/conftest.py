@@ -24,11 +24,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.email import parse_email
 from onboarding.api.keys import create_api_key
-from onboarding.app import create_app
 from onboarding.core.db import Base, make_engine, make_session_factory, transaction
 from onboarding.core.logconfig import configure_logging
 from onboarding.core.settings import Settings
 from onboarding.ops import migrations
+from onboarding.ops.app import create_app
 from vehicles.models import Powertrain
 from vehicles.schemas import DealerIn, VehicleModelIn
 from vehicles.service import upsert_dealer, upsert_model

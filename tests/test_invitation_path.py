@@ -52,7 +52,7 @@ def _create_form(client: TestClient, **overrides: str) -> dict[str, str]:
 def test_order_to_created_id(
     db: Database, reference: None, smtp_settings: Settings, smtp: SmtpServer, api_headers: dict[str, str]
 ) -> None:
-    from onboarding.app import create_app
+    from onboarding.ops.app import create_app
 
     now = utcnow()
     app = create_app(smtp_settings, session_factory=db.factory)

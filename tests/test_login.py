@@ -21,7 +21,6 @@ from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 
-from onboarding.app import create_app
 from onboarding.core.clock import utcnow
 from onboarding.core.crypto import token_hash
 from onboarding.core.db import begin_read
@@ -31,6 +30,7 @@ from onboarding.identity import pages as auth_pages
 from onboarding.identity.accounts import ARGON2_CONCURRENCY, find_account, hash_password, verify_password
 from onboarding.identity.models import Account, AuditEvent, WebSession
 from onboarding.identity.ratelimit import RateLimits, SweptMemoryStorage
+from onboarding.ops.app import create_app
 from tests.account_support import PASSWORD, account, log_in, make_account
 from tests.conftest import Database
 from tests.helpers import csrf

@@ -23,10 +23,10 @@ from starlette.types import Message
 
 from notifications.models import DevMailboxMessage
 from onboarding.api.models import ApiKey
-from onboarding.app import create_app
 from onboarding.core.clock import utcnow
 from onboarding.core.db import engine_of, make_engine, make_session_factory
 from onboarding.core.settings import Settings
+from onboarding.ops.app import create_app
 from tests.conftest import Database
 from tests.helpers import order_payload, put_order
 

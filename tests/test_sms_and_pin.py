@@ -13,13 +13,13 @@ from sqlalchemy.orm import Session
 
 from notifications.models import OutboxMessage
 from onboarding.activation.models import SupportRequest
-from onboarding.app import create_app
 from onboarding.core.clock import utcnow
 from onboarding.core.db import transaction
 from onboarding.core.i18n import gettext_, use_language
 from onboarding.core.settings import Settings
 from onboarding.identity import pin, sms_codes
 from onboarding.identity.models import Account, AuditEvent, SecurityPin
+from onboarding.ops.app import create_app
 from tests.account_support import PASSWORD, account, log_in, make_account, run_and_send
 from tests.conftest import Database
 from tests.helpers import (

@@ -122,7 +122,7 @@ def test_dev_mailbox_lists_and_shows_messages(
 
 
 def test_dev_mailbox_is_off_when_smtp_is_configured(db: Database, smtp_settings: Settings) -> None:
-    from onboarding.app import create_app
+    from onboarding.ops.app import create_app
 
     with TestClient(create_app(smtp_settings, session_factory=db.factory)) as client:
         assert client.get("/dev/mailbox").status_code == 404

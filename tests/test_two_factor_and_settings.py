@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from onboarding.app import create_app
 from onboarding.core.clock import utcnow
 from onboarding.core.i18n import gettext_, use_language
 from onboarding.core.settings import Settings
 from onboarding.identity.models import BackupCode, Consent, WebSession
+from onboarding.ops.app import create_app
 from tests.account_support import (
     NEW_PASSWORD,
     PASSWORD,

@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from notifications import outbox
 from notifications.email import build_email, render_email
-from notifications.support import SupportContact, support_contact
+from notifications.support import contact_for
 from onboarding.activation.models import Invitation
+from onboarding.core.branding import brand
 from onboarding.core.crypto import hashes_match, new_token, seal_text, token_hash, unseal_text
 from onboarding.core.db import UTCDateTime
 from onboarding.core.settings import Settings
@@ -37,23 +38,6 @@ class LinkState(StrEnum):
     REVOKED = "revoked"
     USED = "used"
     UNKNOWN = "unknown"
-
-
-def brand(settings: Settings) -> dict[str, str]:
-    return {"name": settings.brand_name, "colour": settings.brand_primary_colour}
-
-
-def contact_for(settings: Settings, country: str | None, dealer: Dealer | None) -> SupportContact:
-    if not country and dealer is None:
-        # Nothing is known about the person yet: the brand's general mailbox, without the note
-        # about dealers that applies to unlisted countries.
-        return SupportContact("", f"support@{settings.brand_mail_domain}", ("en",), False, None)
-    return support_contact(
-        country or (dealer.country if dealer else "") or "",
-        settings.brand_mail_domain,
-        dealer_email=dealer.email if dealer else None,
-        dealer_name=dealer.name if dealer else None,
-    )
 
 
 def link_for(settings: Settings, token: str) -> str:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from notifications.support import directory_countries
+from notifications.support import contact_for, directory_countries
 from onboarding.activation import invitations, steps
 from onboarding.activation.invitations import LinkState, LinkView
 from onboarding.activation.support_requests import request_new_invitation, request_phone_help
@@ -18,7 +18,7 @@ from onboarding.core.fields import KNOWN_COUNTRIES
 from onboarding.core.i18n import Text
 from onboarding.identity import pin, sms_codes, web_sessions
 from onboarding.identity.accounts import create_account, find_account
-from onboarding.identity.dependencies import session_of
+from onboarding.identity.dependencies import PASSWORD_REQUESTS, session_of
 from onboarding.identity.models import Account
 from onboarding.identity.pages import (
     IdForm,
@@ -31,7 +31,7 @@ from onboarding.identity.pages import (
 from onboarding.web.app_state import client_ip, settings_of
 from onboarding.web.forms import csrf_protect
 from onboarding.web.rendering import render
-from onboarding.web.transactions import PASSWORD_REQUESTS, commit, db_session, in_one_thread
+from onboarding.web.transactions import commit, db_session, in_one_thread
 from vehicles.service import add_event
 
 router = APIRouter(include_in_schema=False)
@@ -56,7 +56,7 @@ def _context(request: Request, view: LinkView) -> dict[str, Any]:
         "order": view.order,
         "dealer": view.dealer,
         "model": view.model,
-        "support": invitations.contact_for(settings, country, view.dealer),
+        "support": contact_for(settings, country, view.dealer),
     }
 
 
@@ -521,7 +521,7 @@ def request_invitation(
             status=422,
         )
     session.commit()
-    contact = invitations.contact_for(settings, support_request.country, view.dealer)
+    contact = contact_for(settings, support_request.country, view.dealer)
     return render(
         request,
         "activation/request_received.html",

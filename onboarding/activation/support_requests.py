@@ -8,8 +8,10 @@ from sqlalchemy.orm import Session
 
 from notifications import outbox
 from notifications.email import build_email, render_email
-from onboarding.activation.invitations import LinkView, brand, contact_for
+from notifications.support import contact_for
+from onboarding.activation.invitations import LinkView
 from onboarding.activation.models import Invitation, SupportRequest
+from onboarding.core.branding import brand
 from onboarding.core.errors import FieldError, ValidationFailed
 from onboarding.core.fields import clean_country, clean_email
 from onboarding.core.i18n import N_

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from notifications import outbox
 from notifications.email import RenderedEmail, build_email, render_email
 from notifications.senders import enqueue_now
-from onboarding.activation.invitations import brand, contact_for
+from notifications.support import contact_for
+from onboarding.core.branding import brand
 from onboarding.core.i18n import Text, use_language
 from onboarding.core.settings import Settings
 from onboarding.identity.models import Account

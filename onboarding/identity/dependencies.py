@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from anyio import CapacityLimiter
 from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from onboarding.core.clock import utcnow
 from onboarding.identity import web_sessions
+from onboarding.identity.accounts import ARGON2_CONCURRENCY
 from onboarding.identity.ratelimit import RateLimits
 from onboarding.web.app_state import settings_of
 from onboarding.web.problems import AnsweredInstead
@@ -57,3 +59,10 @@ def set_session_cookie(request: Request, response: Response, token: str) -> None
 
 def clear_session_cookie(response: Response) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/")
+
+
+# Requests whose work is mostly Argon2id (the login form) run this many at a time: one per core, the
+# bound ``accounts`` puts on the hashes themselves. The rest wait here, on the event loop, rather than
+# in worker threads whose Python would then run beside both hashes: with more threads runnable than
+# cores every hash is preempted and each took 10-15 % more CPU (bench/README.md).
+PASSWORD_REQUESTS = CapacityLimiter(ARGON2_CONCURRENCY)

@@ -27,6 +27,7 @@ from onboarding.identity import (
 )
 from onboarding.identity.accounts import NewAccount
 from onboarding.identity.dependencies import (
+    PASSWORD_REQUESTS,
     SESSION_COOKIE,
     clear_session_cookie,
     rate_limits,
@@ -39,7 +40,7 @@ from onboarding.web.app_state import client_ip, settings_of
 from onboarding.web.forms import csrf_protect, safe_next
 from onboarding.web.problems import AnsweredInstead
 from onboarding.web.rendering import render
-from onboarding.web.transactions import PASSWORD_REQUESTS, commit, db_session, in_one_thread
+from onboarding.web.transactions import commit, db_session, in_one_thread
 
 router = APIRouter(include_in_schema=False)
 Db = Annotated[Session, Depends(db_session)]

@@ -11,13 +11,12 @@ from typing import Annotated
 import typer
 from sqlalchemy.orm import Session, sessionmaker
 
-from onboarding import all_models
 from onboarding.core.clock import utcnow
 from onboarding.core.db import make_engine, make_session_factory, transaction
 from onboarding.core.errors import ValidationFailed
 from onboarding.core.logconfig import configure_logging
 from onboarding.core.settings import get_settings
-from onboarding.ops import migrations
+from onboarding.ops import all_models, migrations
 
 # Tracebacks never print local variables: they may hold keys or personal data.
 app = typer.Typer(
@@ -64,7 +63,7 @@ def serve(
     """Serve the web pages and APIs (and, by default, run the scheduler)."""
     import uvicorn
 
-    from onboarding.app import create_app
+    from onboarding.ops.app import create_app
 
     settings = get_settings()
     if migrate:

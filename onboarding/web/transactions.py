@@ -20,7 +20,6 @@ from notifications.outbox import ClaimedMessage
 from notifications.senders import send_claimed, take_claimed
 from onboarding.core.db import in_read
 from onboarding.core.settings import Settings
-from onboarding.identity.accounts import ARGON2_CONCURRENCY
 from onboarding.web.admission import Admission, ClientGone, Overloaded
 from onboarding.web.app_state import settings_of
 from onboarding.web.problems import _BUSY, problem
@@ -177,13 +176,6 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
                     await anyio.to_thread.run_sync(_end_session, session, limiter=_ENDING_SESSIONS)
                 else:
                     _end_session(session)  # no connection, or a read: nothing to wait for
-
-
-# Requests whose work is mostly Argon2id (the login form) run this many at a time: one per core, the
-# bound ``accounts`` puts on the hashes themselves. The rest wait here, on the event loop, rather than
-# in worker threads whose Python would then run beside both hashes: with more threads runnable than
-# cores every hash is preempted and each took 10-15 % more CPU (bench/README.md).
-PASSWORD_REQUESTS = CapacityLimiter(ARGON2_CONCURRENCY)
 
 
 async def in_one_thread(

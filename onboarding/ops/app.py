@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from onboarding import all_models
 from onboarding.activation import pages
 from onboarding.api import routes as api_routes
 from onboarding.core.db import engine_of, make_engine, make_session_factory
@@ -19,7 +18,7 @@ from onboarding.core.settings import Settings, get_settings
 from onboarding.identity import account_pages
 from onboarding.identity import pages as auth_pages
 from onboarding.identity.ratelimit import RateLimits
-from onboarding.ops import mailbox_pages
+from onboarding.ops import all_models, mailbox_pages
 from onboarding.ops.scheduler import start_background
 from onboarding.web.admission import admission_for
 from onboarding.web.problems import EXCEPTION_HANDLERS, openapi_with_problems
