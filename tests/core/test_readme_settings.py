@@ -7,7 +7,7 @@ from pathlib import Path
 
 from onboarding.core.settings import Settings
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_the_readme_names_every_setting() -> None:

@@ -28,8 +28,8 @@ from tests.account_support import (
     make_account,
 )
 from tests.conftest import Database
+from tests.core.test_i18n import TRANSLATED, extracted
 from tests.helpers import csrf, sms_codes_sent
-from tests.test_i18n import TRANSLATED, extracted
 
 
 def _enrol_totp(client: TestClient) -> tuple[pyotp.TOTP, list[str]]:

@@ -31,7 +31,7 @@ from onboarding.core.i18n import gettext_, normalise_language, use_language
 from onboarding.core.messages_extra import VEHICLE_SERVICE_MESSAGES
 from onboarding.identity.passwords import MIN_PASSWORD_LENGTH, PASSWORD_TOO_SHORT, password_problems
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOCALE_DIR = ROOT / "onboarding" / "core" / "locale"
 TRANSLATED = ("de", "sv", "nb")
 

@@ -26,7 +26,7 @@ from tests.helpers import order_payload, put_order, run_jobs
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONBOARDING_")}
-    env.update({"PYTHONPATH": str(Path(__file__).resolve().parent.parent), **extra})
+    env.update({"PYTHONPATH": str(Path(__file__).resolve().parents[2]), **extra})
     return env
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from onboarding.core.settings import Settings
 from tests.browser_support import live_server
 from tests.conftest import ISSUED_API_KEYS, Database
-from tests.test_input_hygiene import exchange
+from tests.web.test_input_hygiene import exchange
 from vehicles import service
 
 # A buyer only these tests use, so that finding them in the log can only mean a leak.
