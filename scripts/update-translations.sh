@@ -8,7 +8,7 @@
 # 2. Runs ``pybabel update`` for each language (a missing catalogue is created with ``pybabel init``).
 #
 # New or changed strings then arrive in the .po files with an empty or "fuzzy" msgstr. Translate each
-# one and delete the "#, fuzzy" flag: tests/test_i18n.py fails until every string has a non-fuzzy
+# one and delete the "#, fuzzy" flag: tests/core/test_i18n.py fails until every string has a non-fuzzy
 # translation in every language with the same %(name)s placeholders as the English. Nothing needs
 # compiling; onboarding/i18n.py compiles the .po files in memory (.mo files are not committed).
 set -euo pipefail

@@ -121,7 +121,7 @@ def api_headers(db: Database) -> dict[str, str]:
     return {"Authorization": f"Bearer {plaintext}"}
 
 
-# --- every log line of the run: tests/test_log_privacy.py checks it for personal data and keys ---
+# --- every log line of the run: tests/core/test_log_privacy.py checks it for personal data and keys ---
 
 ISSUED_API_KEYS: list[str] = []
 

@@ -4,7 +4,7 @@ pyotp, backup codes downloaded and shown once, a backup code that works once and
 lockout after 10 wrong passwords and its message, and the whole password-reset flow with the link
 from a real SMTP server.
 
-(SMS verification with the code read from a real HTTP gateway is in tests/test_browser.py.)"""
+(SMS verification with the code read from a real HTTP gateway is in tests/activation/test_browser.py.)"""
 
 from __future__ import annotations
 
