@@ -30,7 +30,7 @@ from markupsafe import escape
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.models import DevMailboxMessage
-from notifications.outbox import ClaimedMessage, LeaseLost, Outcomes, Undeliverable
+from notifications.outbox import ClaimedMessage, LeaseLost, NewMessage, Outcomes, Undeliverable
 from onboarding.core.clock import utcnow
 from onboarding.core.db import transaction
 from onboarding.core.i18n import DEFAULT_LANGUAGE, make_environment, normalise_language, use_language
@@ -186,6 +186,28 @@ def build_email(settings: Settings, *, to: str, rendered: RenderedEmail, languag
         ).encode("ascii")
         out += binascii.b2a_qp(body.encode("utf-8"), istext=True).replace(b"\n", b"\r\n") + b"\r\n"
     return out + f"--{boundary}--\r\n".encode("ascii")
+
+
+def outbox_email(
+    settings: Settings,
+    rendered: RenderedEmail,
+    *,
+    to: str,
+    language: str,
+    purpose: str,
+    reference_id: int | None = None,
+) -> NewMessage:
+    """``rendered`` as an outbox message to ``to``: the MIME message of ``build_email`` as payload,
+    the subject kept beside it, ``reference_id`` naming what it is about (the invitation, the support
+    request, ...)."""
+    return NewMessage(
+        channel="email",
+        purpose=purpose,
+        recipient=to,
+        payload=build_email(settings, to=to, rendered=rendered, language=language),
+        subject=rendered.subject,
+        reference_id=reference_id,
+    )
 
 
 @lru_cache(maxsize=2)

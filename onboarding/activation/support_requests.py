@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from notifications import outbox
-from notifications.email import build_email, render_email
+from notifications.email import outbox_email, render_email
 from notifications.support import contact_for
 from onboarding.activation.invitations import LinkView
 from onboarding.activation.models import Invitation, SupportRequest
@@ -76,12 +76,12 @@ def record_request(
     )
     outbox.enqueue(
         session,
-        outbox.NewMessage(
-            channel="email",
+        outbox_email(
+            settings,
+            rendered,
+            to=contact.email,
+            language="en",
             purpose="support_request",
-            recipient=contact.email,
-            payload=build_email(settings, to=contact.email, rendered=rendered, language="en"),
-            subject=rendered.subject,
             reference_id=request.id,
         ),
         secret=settings.secret_key_value(),

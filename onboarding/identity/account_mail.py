@@ -11,8 +11,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from notifications import outbox
-from notifications.email import RenderedEmail, build_email, render_email
+from notifications.email import RenderedEmail, outbox_email, render_email
 from notifications.senders import enqueue_now
 from notifications.support import contact_for
 from onboarding.core.branding import brand
@@ -62,13 +61,7 @@ def send_account_email(
     address = to or reader.email
     enqueue_now(
         session,
-        outbox.NewMessage(
-            channel="email",
-            purpose=purpose,
-            recipient=address,
-            payload=build_email(settings, to=address, rendered=rendered, language=reader.language),
-            subject=rendered.subject,
-        ),
+        outbox_email(settings, rendered, to=address, language=reader.language, purpose=purpose),
         settings=settings,
         now=now,
     )

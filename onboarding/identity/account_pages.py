@@ -15,7 +15,7 @@ from onboarding.core.fields import clean_phone
 from onboarding.core.i18n import N_, lazy_gettext
 from onboarding.identity import account_settings, audit, pin, sms_codes, two_factor, web_sessions
 from onboarding.identity.dependencies import clear_session_cookie, set_session_cookie, signed_in
-from onboarding.identity.pages import by_field, code_problem, message_page, send_sms_code
+from onboarding.identity.pages import by_field, code_problem, link_problem, message_page, send_sms_code
 from onboarding.web.app_state import client_ip, settings_of
 from onboarding.web.forms import csrf_protect
 from onboarding.web.rendering import render
@@ -184,9 +184,8 @@ def email_submit(
 def email_confirm(token: str, request: Request, session: Db) -> Response:
     account = account_settings.confirm_email_change(session, token, now=utcnow())
     if account is None:
-        return message_page(
+        return link_problem(
             request,
-            lazy_gettext("This link no longer works"),
             [
                 lazy_gettext(
                     "Confirmation links work once and for %(hours)s hours, "
@@ -194,8 +193,7 @@ def email_confirm(token: str, request: Request, session: Db) -> Response:
                     hours=settings_of(request).email_change_valid_hours,
                 )
             ],
-            [("/account/email", lazy_gettext("Change your login email"))],
-            status=410,
+            ("/account/email", lazy_gettext("Change your login email")),
         )
     session.commit()
     return message_page(

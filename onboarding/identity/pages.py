@@ -35,7 +35,7 @@ from onboarding.identity.dependencies import (
     set_session_cookie,
 )
 from onboarding.identity.models import Account, AccountToken
-from onboarding.identity.ratelimit import TOO_MANY_ATTEMPTS, TooManyAttempts
+from onboarding.identity.ratelimit import TOO_MANY_ATTEMPTS, TooManyAttempts, refusal_status
 from onboarding.web.app_state import client_ip, settings_of
 from onboarding.web.forms import csrf_protect, safe_next
 from onboarding.web.problems import AnsweredInstead
@@ -73,6 +73,12 @@ def message_page(
 ) -> Response:
     context = {"title": title, "paragraphs": paragraphs, "actions": actions or []}
     return render(request, "web/message.html", context, status=status, language=language)
+
+
+def link_problem(request: Request, paragraphs: list[Text], action: tuple[str, Text]) -> Response:
+    """The "This link no longer works" page (410) of an emailed link that is used, expired or
+    unknown: why (``paragraphs``), and the one way on (``action``: where to get a new link)."""
+    return message_page(request, lazy_gettext("This link no longer works"), paragraphs, [action], status=410)
 
 
 # --- login -------------------------------------------------------------------------------------------
@@ -433,8 +439,9 @@ def register_submit(
             session, settings, rate_limits(request), data, now=utcnow(), ip=client_ip(request)
         )
     except ValidationFailed as exc:
-        status = 429 if isinstance(exc, TooManyAttempts) else 422
-        return _register_form(request, errors=exc.errors, values=form.shown_again(), status=status)
+        return _register_form(
+            request, errors=exc.errors, values=form.shown_again(), status=refusal_status(exc)
+        )
     commit(request, session, background)
     return message_page(
         request,
@@ -457,9 +464,8 @@ def register_submit(
 def register_verify(token: str, request: Request, session: Db) -> Response:
     account = registration.verify(session, token, now=utcnow(), ip=client_ip(request))
     if account is None:
-        return message_page(
+        return link_problem(
             request,
-            lazy_gettext("This link no longer works"),
             [
                 lazy_gettext(
                     "Activation links work once and for %(hours)s hours.",
@@ -467,8 +473,7 @@ def register_verify(token: str, request: Request, session: Db) -> Response:
                 ),
                 lazy_gettext("Log in with your email and password to get a new link."),
             ],
-            [("/login", lazy_gettext("Log in"))],
-            status=410,
+            ("/login", lazy_gettext("Log in")),
         )
     session.commit()
     return message_page(
@@ -543,9 +548,11 @@ def forgot_submit(
             session, settings, rate_limits(request), email=email, now=utcnow(), ip=client_ip(request)
         )
     except ValidationFailed as exc:
-        status = 429 if isinstance(exc, TooManyAttempts) else 422
         return render(
-            request, "identity/forgot.html", {"errors": by_field(exc.errors), "email": email}, status=status
+            request,
+            "identity/forgot.html",
+            {"errors": by_field(exc.errors), "email": email},
+            status=refusal_status(exc),
         )
     commit(request, session, background)
     return message_page(
@@ -566,17 +573,15 @@ def forgot_submit(
 
 
 def _reset_link_problem(request: Request) -> Response:
-    response = message_page(
+    response = link_problem(
         request,
-        lazy_gettext("This link no longer works"),
         [
             lazy_gettext(
                 "Password reset links work once and for %(minutes)s minutes. Ask for a new one.",
                 minutes=settings_of(request).password_reset_valid_minutes,
             )
         ],
-        [("/password/forgot", lazy_gettext("Reset your password"))],
-        status=410,
+        ("/password/forgot", lazy_gettext("Reset your password")),
     )
     response.delete_cookie(RESET_COOKIE, path="/password")
     return response

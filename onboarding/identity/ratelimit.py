@@ -29,6 +29,12 @@ class TooManyAttempts(ValidationFailed):
         super().__init__([FieldError(field, TOO_MANY_ATTEMPTS, "rate_limited")])
 
 
+def refusal_status(exc: ValidationFailed) -> int:
+    """The status of a form shown again with ``exc``'s errors: 429 when a rate limit refused it
+    (``TooManyAttempts``), else 422."""
+    return 429 if isinstance(exc, TooManyAttempts) else 422
+
+
 @lru_cache(maxsize=64)
 def _items(limit: str) -> tuple[RateLimitItem, ...]:
     return tuple(parse_many(limit))
