@@ -15,10 +15,10 @@ from onboarding.core.fields import clean_phone
 from onboarding.core.i18n import N_, lazy_gettext
 from onboarding.identity import account_settings, audit, pin, sms_codes, two_factor, web_sessions
 from onboarding.identity.dependencies import clear_session_cookie, set_session_cookie, signed_in
-from onboarding.identity.pages import by_field, code_problem, link_problem, message_page, send_sms_code
+from onboarding.identity.pages import code_problem, link_problem, send_sms_code
 from onboarding.web.app_state import client_ip, settings_of
-from onboarding.web.forms import csrf_protect
-from onboarding.web.rendering import render
+from onboarding.web.forms import by_field, csrf_protect
+from onboarding.web.rendering import message_page, render
 from onboarding.web.transactions import commit, db_session
 
 router = APIRouter(prefix="/account", include_in_schema=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -37,42 +36,15 @@ from onboarding.identity.dependencies import (
 from onboarding.identity.models import Account, AccountToken
 from onboarding.identity.ratelimit import TOO_MANY_ATTEMPTS, TooManyAttempts, refusal_status
 from onboarding.web.app_state import client_ip, settings_of
-from onboarding.web.forms import csrf_protect, safe_next
+from onboarding.web.forms import by_field, csrf_protect, parse_date, safe_next
 from onboarding.web.problems import AnsweredInstead
-from onboarding.web.rendering import render
+from onboarding.web.rendering import message_page, render
 from onboarding.web.transactions import commit, db_session, in_one_thread
 
 router = APIRouter(include_in_schema=False)
 Db = Annotated[Session, Depends(db_session)]
 Csrf = Depends(csrf_protect)
 RESET_COOKIE = "onb_reset"
-
-
-def by_field(errors: list[FieldError]) -> dict[str, list[FieldError]]:
-    grouped: dict[str, list[FieldError]] = {}
-    for error in errors:
-        grouped.setdefault(error.field, []).append(error)
-    return grouped
-
-
-def parse_date(raw: str) -> date | None:
-    try:
-        return date.fromisoformat(raw.strip())
-    except ValueError:
-        return None
-
-
-def message_page(
-    request: Request,
-    title: Text,
-    paragraphs: list[Text],
-    actions: list[tuple[str, Text]] | None = None,
-    *,
-    status: int = 200,
-    language: str | None = None,
-) -> Response:
-    context = {"title": title, "paragraphs": paragraphs, "actions": actions or []}
-    return render(request, "web/message.html", context, status=status, language=language)
 
 
 def link_problem(request: Request, paragraphs: list[Text], action: tuple[str, Text]) -> Response:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import secrets
+from datetime import date
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 
+from onboarding.core.errors import FieldError
 from onboarding.core.i18n import N_
 from onboarding.core.text_rules import check_texts
 from onboarding.web.app_state import settings_of
@@ -55,3 +57,17 @@ MULTILINE_FIELDS = frozenset({"message"})
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def by_field(errors: list[FieldError]) -> dict[str, list[FieldError]]:
+    grouped: dict[str, list[FieldError]] = {}
+    for error in errors:
+        grouped.setdefault(error.field, []).append(error)
+    return grouped
+
+
+def parse_date(raw: str) -> date | None:
+    try:
+        return date.fromisoformat(raw.strip())
+    except ValueError:
+        return None

@@ -5,10 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from jinja2 import ChoiceLoader, PackageLoader
 
-from onboarding.core.i18n import LANGUAGES, make_environment, negotiate, normalise_language, use_language
+from onboarding.core.i18n import (
+    LANGUAGES,
+    Text,
+    make_environment,
+    negotiate,
+    normalise_language,
+    use_language,
+)
 from onboarding.web.app_state import settings_of
 from onboarding.web.csrf import CSRF_COOKIE, CSRF_FIELD, csrf_token
 
@@ -72,3 +79,16 @@ def render(
             LANGUAGE_COOKIE, lang, max_age=365 * 86400, samesite="lax", secure=secure, path="/"
         )
     return response
+
+
+def message_page(
+    request: Request,
+    title: Text,
+    paragraphs: list[Text],
+    actions: list[tuple[str, Text]] | None = None,
+    *,
+    status: int = 200,
+    language: str | None = None,
+) -> Response:
+    context = {"title": title, "paragraphs": paragraphs, "actions": actions or []}
+    return render(request, "web/message.html", context, status=status, language=language)
