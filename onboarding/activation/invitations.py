@@ -15,14 +15,15 @@ from sqlalchemy import Select, String, Table, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from notifications import outbox
-from notifications.email import build_email, render_email
+from notifications.email import outbox_email, render_email
 from notifications.support import contact_for
+from onboarding.activation import steps
 from onboarding.activation.models import Invitation
 from onboarding.core.branding import brand
 from onboarding.core.crypto import hashes_match, new_token, seal_text, token_hash, unseal_text
 from onboarding.core.db import UTCDateTime
 from onboarding.core.settings import Settings
-from onboarding.identity.models import Account, SecurityPin
+from onboarding.identity.models import Account
 from vehicles.models import CLOSED_STATUSES, Dealer, Order, OrderEvent, VehicleModel
 from vehicles.schemas import InvitationState, OnboardingFunnel
 from vehicles.service import add_event
@@ -78,13 +79,8 @@ def _email(
         "link": link_for(settings, token),
     }
     rendered = render_email(template, language, context, printed=printed)
-    return outbox.NewMessage(
-        channel="email",
-        purpose=purpose,
-        recipient=email,
-        payload=build_email(settings, to=email, rendered=rendered, language=language),
-        subject=rendered.subject,
-        reference_id=invitation_id,
+    return outbox_email(
+        settings, rendered, to=email, language=language, purpose=purpose, reference_id=invitation_id
     )
 
 
@@ -517,6 +513,18 @@ def reissue(session: Session, order: Order, *, now: datetime, actor: str, reason
     add_event(session, order, "invitation_reissued", actor, now, reason)
 
 
+# The orders API's ``onboarding.stage``, first to last: the invitation's, one per step of the
+# activation flow (``steps.STEPS``), and its end. The funnel reports the furthest stage reached.
+FUNNEL_STAGES: tuple[str, ...] = (
+    "not_due",
+    "due",
+    "invited",
+    "opened",
+    *(step.stage for step in steps.STEPS),
+    "completed",
+)
+
+
 def funnel(session: Session, order: Order, *, now: datetime) -> OnboardingFunnel:
     invitation = session.scalar(
         select(Invitation).where(Invitation.order_id == order.id).order_by(Invitation.id.desc()).limit(1)
@@ -533,26 +541,19 @@ def funnel(session: Session, order: Order, *, now: datetime) -> OnboardingFunnel
             opened_at=invitation.opened_at,
             reminded_at=invitation.reminded_at,
         )
-    account = session.get(Account, invitation.account_id) if invitation and invitation.account_id else None
-    phone_verified_at = account.phone_verified_at if account else None
-    pin = session.get(SecurityPin, account.id) if account else None
-    pin_set_at = pin.set_at if pin else None
-    if invitation and invitation.completed_at:
-        stage = "completed"
-    elif pin_set_at is not None:
-        stage = "pin_set"
-    elif phone_verified_at is not None:
-        stage = "phone_verified"
-    elif invitation and invitation.id_created_at:
-        stage = "id_created"
-    elif invitation and invitation.opened_at:
-        stage = "opened"
-    elif order.invited_at:
-        stage = "invited"
-    elif order.invite_after is not None and order.invite_after <= now.date():
-        stage = "due"
-    else:
-        stage = "not_due"
+    # Each step of the flow done counts, whether or not the model asks for it (an existing ID may
+    # have set its PIN for another car).
+    progress = steps.Progress(session, invitation)
+    done_at = {step.name: step.done_at(progress) for step in steps.STEPS}
+    reached = {
+        "not_due": True,
+        "due": order.invite_after is not None and order.invite_after <= now.date(),
+        "invited": order.invited_at is not None,
+        "opened": invitation is not None and invitation.opened_at is not None,
+        **{step.stage: done_at[step.name] is not None for step in steps.STEPS},
+        "completed": invitation is not None and invitation.completed_at is not None,
+    }
+    stage = next(name for name in reversed(FUNNEL_STAGES) if reached[name])
     # The latest invitation's fate, if the email was given up: the order timeline's newest event
     # about it says so (a new invitation, e.g. after the email was corrected, starts afresh).
     latest = session.execute(
@@ -569,8 +570,8 @@ def funnel(session: Session, order: Order, *, now: datetime) -> OnboardingFunnel
         invited_at=order.invited_at,
         opened_at=invitation.opened_at if invitation else None,
         id_created_at=invitation.id_created_at if invitation else None,
-        phone_verified_at=phone_verified_at,
-        pin_set_at=pin_set_at,
+        phone_verified_at=done_at[steps.PHONE],
+        pin_set_at=done_at[steps.PIN],
         completed_at=invitation.completed_at if invitation else None,
         invitation=state,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
@@ -20,16 +21,10 @@ from onboarding.identity import pin, sms_codes, web_sessions
 from onboarding.identity.accounts import create_account, find_account
 from onboarding.identity.dependencies import PASSWORD_REQUESTS, session_of
 from onboarding.identity.models import Account
-from onboarding.identity.pages import (
-    IdForm,
-    by_field,
-    code_problem,
-    password_login,
-    send_sms_code,
-    start_session,
-)
+from onboarding.identity.pages import IdForm, code_problem, password_login, send_sms_code, start_session
 from onboarding.web.app_state import client_ip, settings_of
-from onboarding.web.forms import csrf_protect
+from onboarding.web.forms import by_field, csrf_protect
+from onboarding.web.problems import AnsweredInstead
 from onboarding.web.rendering import render
 from onboarding.web.transactions import commit, db_session, in_one_thread
 from vehicles.service import add_event
@@ -252,23 +247,33 @@ def _advance(session: Session, view: LinkView) -> Response:
     return RedirectResponse(steps.step_url(step), status_code=303)
 
 
-def _step_guard(request: Request, session: Session, step: str) -> tuple[LinkView, Account] | Response:
-    """A later step needs a valid link and the signed-in buyer of it, and must be the step due."""
-    view, token = _current(request, session)
-    if view.state is not LinkState.VALID:
-        if view.state is LinkState.USED:
-            return RedirectResponse("/activate/done", status_code=303)
-        return _link_problem(request, view, token)
-    assert view.invitation is not None
-    due = steps.next_step(session, view.invitation, view.model)
-    if due == steps.ID:
-        return RedirectResponse("/activate/id", status_code=303)
-    account = _buyer(request, session, view)
-    if account is None:
-        return RedirectResponse(f"/login?next=/activate/{step}", status_code=303)
-    if due != step:
-        return RedirectResponse(steps.step_url(due), status_code=303)
-    return view, account
+def at_step(name: str) -> Callable[[Request, Session], tuple[LinkView, Account]]:
+    """A dependency for the pages of a step after the ID: the link and its signed-in buyer, when the
+    link is valid and this is the step due; otherwise the answer instead (``AnsweredInstead``)."""
+    step = steps.step(name)
+
+    def buyer_at_step(request: Request, session: Db) -> tuple[LinkView, Account]:
+        view, token = _current(request, session)
+        if view.state is not LinkState.VALID:
+            if view.state is LinkState.USED:
+                raise AnsweredInstead(RedirectResponse(steps.DONE_URL, status_code=303))
+            raise AnsweredInstead(_link_problem(request, view, token))
+        assert view.invitation is not None
+        due = steps.next_step(session, view.invitation, view.model)
+        if due == steps.ID:
+            raise AnsweredInstead(RedirectResponse(steps.step_url(steps.ID), status_code=303))
+        account = _buyer(request, session, view)
+        if account is None:
+            raise AnsweredInstead(RedirectResponse(f"/login?next={step.url}", status_code=303))
+        if due != step.name:
+            raise AnsweredInstead(RedirectResponse(steps.step_url(due), status_code=303))
+        return view, account
+
+    return buyer_at_step
+
+
+AtPhoneStep = Annotated[tuple[LinkView, Account], Depends(at_step(steps.PHONE))]
+AtPinStep = Annotated[tuple[LinkView, Account], Depends(at_step(steps.PIN))]
 
 
 # --- mobile number ------------------------------------------------------------------------------------
@@ -311,20 +316,14 @@ def _phone_page(
 
 
 @router.get("/activate/phone")
-def phone_step(request: Request, session: Db) -> Response:
-    guarded = _step_guard(request, session, steps.PHONE)
-    if isinstance(guarded, Response):
-        return guarded
-    view, account = guarded
+def phone_step(request: Request, session: Db, at: AtPhoneStep) -> Response:
+    view, account = at
     return _phone_page(request, session, view, account)
 
 
 @router.post("/activate/phone/send", dependencies=[Csrf])
-def phone_send(request: Request, session: Db, background: BackgroundTasks) -> Response:
-    guarded = _step_guard(request, session, steps.PHONE)
-    if isinstance(guarded, Response):
-        return guarded
-    view, account = guarded
+def phone_send(request: Request, session: Db, background: BackgroundTasks, at: AtPhoneStep) -> Response:
+    view, account = at
     message, status = send_sms_code(
         request, session, background, account, purpose=sms_codes.PHONE, phone=_number_to_verify(view)
     )
@@ -332,11 +331,10 @@ def phone_send(request: Request, session: Db, background: BackgroundTasks) -> Re
 
 
 @router.post("/activate/phone", dependencies=[Csrf])
-def phone_check(request: Request, session: Db, code: Annotated[str, Form(max_length=20)] = "") -> Response:
-    guarded = _step_guard(request, session, steps.PHONE)
-    if isinstance(guarded, Response):
-        return guarded
-    view, account = guarded
+def phone_check(
+    request: Request, session: Db, at: AtPhoneStep, code: Annotated[str, Form(max_length=20)] = ""
+) -> Response:
+    view, account = at
     assert view.order is not None
     now = utcnow()
     outcome = sms_codes.verify_phone(
@@ -358,11 +356,8 @@ def phone_check(request: Request, session: Db, code: Annotated[str, Form(max_len
 
 
 @router.get("/activate/phone/wrong")
-def wrong_number_form(request: Request, session: Db) -> Response:
-    guarded = _step_guard(request, session, steps.PHONE)
-    if isinstance(guarded, Response):
-        return guarded
-    view, _account = guarded
+def wrong_number_form(request: Request, at: AtPhoneStep) -> Response:
+    view, _account = at
     return render(
         request,
         "activation/wrong_number.html",
@@ -381,15 +376,13 @@ def wrong_number(
     request: Request,
     session: Db,
     background: BackgroundTasks,
+    at: AtPhoneStep,
     kind: Annotated[str, Form(max_length=20)] = "wrong_phone",
     message: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """ "Wrong number?" or "no SMS?": a support request routed to the buyer's country or dealer, who can
     correct the number (audited)."""
-    guarded = _step_guard(request, session, steps.PHONE)
-    if isinstance(guarded, Response):
-        return guarded
-    view, account = guarded
+    view, account = at
     support_request = request_phone_help(
         session,
         settings_of(request),
@@ -412,11 +405,8 @@ def wrong_number(
 
 
 @router.get("/activate/pin")
-def pin_step(request: Request, session: Db) -> Response:
-    guarded = _step_guard(request, session, steps.PIN)
-    if isinstance(guarded, Response):
-        return guarded
-    view, account = guarded
+def pin_step(request: Request, at: AtPinStep) -> Response:
+    view, account = at
     return _pin_page(request, view, account)
 
 
@@ -445,13 +435,11 @@ def _pin_page(
 def pin_submit(
     request: Request,
     session: Db,
+    at: AtPinStep,
     pin_value: Annotated[str, Form(alias="pin", max_length=20)] = "",
     pin_confirmation: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
-    guarded = _step_guard(request, session, steps.PIN)
-    if isinstance(guarded, Response):
-        return guarded
-    view, account = guarded
+    view, account = at
     assert view.order is not None
     now = utcnow()
     try:

@@ -1,36 +1,102 @@
-"""The activation flow's order of steps (SPEC §3.4). Each step is resumable: the next step is
-derived from what is stored, never from where the browser was. Steps so far: the ID (create or log
-in), the mobile number (SMS code), the security PIN (models that need it). Later steps (terms,
-billing, Data Pass, services, vehicle link, charging) slot into ``next_step`` as they are built."""
+"""The activation flow's steps (SPEC §3.4), defined once: ``STEPS``, in their order. Each step is
+resumable: the next step is derived from what is stored, never from where the browser was. The
+pages walk the steps (``next_step``); the order's funnel reports how far the buyer got
+(``invitations.funnel``, one stage per step). Steps so far: the ID (create or log in), the mobile
+number (SMS code), the security PIN (models that need it). A later step (terms, billing, Data Pass,
+services, vehicle link, charging) is one more entry in ``STEPS``."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
 
 from sqlalchemy.orm import Session
 
 from onboarding.activation.models import Invitation
-from onboarding.identity import pin
-from onboarding.identity.models import Account
+from onboarding.identity.models import Account, SecurityPin
 from vehicles.models import VehicleModel
 
 ID, PHONE, PIN = "id", "phone", "pin"
-STEP_URLS = {ID: "/activate/id", PHONE: "/activate/phone", PIN: "/activate/pin", None: "/activate/done"}
+DONE_URL = "/activate/done"
+
+
+class Progress:
+    """What is stored of one invitation's way through the flow, read once and only as a step asks
+    (walking the steps stops at the first one not done)."""
+
+    def __init__(self, session: Session, invitation: Invitation | None) -> None:
+        self.session = session
+        self.invitation = invitation
+
+    @cached_property
+    def account(self) -> Account | None:
+        """The ID this invitation activates, once it is created or linked."""
+        if self.invitation is None or self.invitation.account_id is None:
+            return None
+        return self.session.get(Account, self.invitation.account_id)
+
+    @cached_property
+    def security_pin(self) -> SecurityPin | None:
+        return self.session.get(SecurityPin, self.account.id) if self.account is not None else None
+
+
+def _always(model: VehicleModel | None) -> bool:
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    url: str
+    # The order's funnel stage once this step is done (the orders API's ``onboarding.stage``).
+    stage: str
+    # When the buyer did it, from what is stored; None while it is not done.
+    done_at: Callable[[Progress], datetime | None]
+    # Whether the flow asks for it, for the car's model.
+    applies: Callable[[VehicleModel | None], bool] = _always
+
+
+def _id_done_at(progress: Progress) -> datetime | None:
+    # Set together with the invitation's ID (``invitations.attach_account``).
+    return progress.invitation.id_created_at if progress.invitation and progress.account else None
+
+
+def _phone_done_at(progress: Progress) -> datetime | None:
+    return progress.account.phone_verified_at if progress.account else None
+
+
+def _pin_done_at(progress: Progress) -> datetime | None:
+    return progress.security_pin.set_at if progress.security_pin else None
+
+
+def _needs_pin(model: VehicleModel | None) -> bool:
+    # The buyer who activates from the order's invitation is the car's primary user, the only one who
+    # sets the PIN (SPEC §3.3).
+    return model is not None and model.requires_security_pin
+
+
+STEPS: tuple[Step, ...] = (
+    Step(ID, "/activate/id", "id_created", _id_done_at),
+    Step(PHONE, "/activate/phone", "phone_verified", _phone_done_at),
+    Step(PIN, "/activate/pin", "pin_set", _pin_done_at, _needs_pin),
+)
+_BY_NAME = {step.name: step for step in STEPS}
+
+
+def step(name: str) -> Step:
+    return _BY_NAME[name]
 
 
 def next_step(session: Session, invitation: Invitation, model: VehicleModel | None) -> str | None:
-    """The first unfinished step, or None when the flow is done."""
-    if invitation.account_id is None:
-        return ID
-    account = session.get(Account, invitation.account_id)
-    if account is None:
-        return ID
-    if account.phone_verified_at is None:
-        return PHONE
-    # The buyer who activates from the order's invitation is the car's primary user, the only one who
-    # sets the PIN (SPEC §3.3).
-    if model is not None and model.requires_security_pin and not pin.has_pin(session, account):
-        return PIN
+    """The first unfinished step that applies to the model, or None when the flow is done."""
+    progress = Progress(session, invitation)
+    for candidate in STEPS:
+        if candidate.applies(model) and candidate.done_at(progress) is None:
+            return candidate.name
     return None
 
 
-def step_url(step: str | None) -> str:
-    return STEP_URLS[step]
+def step_url(name: str | None) -> str:
+    return DONE_URL if name is None else _BY_NAME[name].url
