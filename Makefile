@@ -12,10 +12,15 @@ $(BIN)/onboarding: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-# Serves on http://127.0.0.1:8000 with SQLite under var/, demo data, and the development mailbox.
+# Serves on http://$(HOST):$(PORT) with SQLite under var/, demo data, and the development mailbox;
+# links in pages and emails follow HOST and PORT unless ONBOARDING_PUBLIC_BASE_URL is set.
+# `make serve PORT=8731` (PORT also from the environment); `make serve HOST=0.0.0.0` listens on every
+# interface. HOST only from make's command line: some shells export HOST as the machine's name.
+PORT ?= 8000
+HOST = 127.0.0.1
 serve: $(BIN)/onboarding
 	$(BIN)/onboarding demo
-	$(BIN)/onboarding serve
+	$(BIN)/onboarding serve --host '$(HOST)' --port '$(PORT)'
 
 lint: $(BIN)/onboarding
 	$(BIN)/ruff check .

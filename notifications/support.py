@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
+from onboarding.core.i18n import N_
 from onboarding.core.settings import Settings
 
-FALLBACK_NOTE = (
-    "Your country is not in the support directory, so your dealer helps you; "
-    "fewer connected services may be available."
+# Shown (translated) in page and email footers where the country has no support mailbox.
+FALLBACK_NOTE = N_(
+    "There is no support team for your country yet, so your dealer helps you, "
+    "and fewer connected services may be available."
 )
 
 _SMART = "smartmobility"

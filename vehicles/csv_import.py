@@ -31,7 +31,6 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import IO, Any, BinaryIO, Literal, cast
 
-from pydantic import ValidationError
 from sqlalchemy import (
     ARRAY,
     ColumnElement,
@@ -54,11 +53,11 @@ from onboarding.core.db import UTCDateTime
 from onboarding.core.errors import FieldError, NotFound, ValidationFailed
 from onboarding.core.scope import ALL_MARKETS, Scope
 from vehicles.models import Order, OrderEvent, ProductionStatus
-from vehicles.schemas import OrderIn
 from vehicles.service import (
     CSV_COLUMNS,
     CleanOrder,
     ReferenceCache,
+    parse_order,
     refresh_invitation_due,
     upsert_order,
     validate_order,
@@ -131,14 +130,6 @@ AfterChunk = Callable[[ImportProgress], None]
 
 def _nothing(_progress: ImportProgress) -> None:
     pass
-
-
-def _pydantic_errors(exc: ValidationError) -> list[FieldError]:
-    out = []
-    for err in exc.errors():
-        name = ".".join(str(part) for part in err["loc"]) or "row"
-        out.append(FieldError(name, err["msg"]))
-    return out
 
 
 # --- reading the file ------------------------------------------------------------------------------
@@ -284,16 +275,24 @@ def _check_rows(
         values = dict.fromkeys(header, "")
         values.update(zip(header, (v.strip() for v in record), strict=False))
         number = values.pop("order_number")
-        try:
-            data = OrderIn.model_validate({k: (v or None) if k == "vin" else v for k, v in values.items()})
-        except ValidationError as exc:
-            out.append((row, number, None, _pydantic_errors(exc)))
+        # Parsing errors (a bad date) and the field rules together: every bad field of the row at once.
+        parsed = parse_order(
+            {k: (v or None) if k == "vin" else v for k, v in values.items()}, today=today, whole="row"
+        )
+        data = parsed.data
+        if data is None:
+            out.append((row, number, None, parsed.errors))
             continue
         errors: list[FieldError] = []
         clean: CleanOrder | None = None
         try:
             clean = validate_order(
-                no_database, number, data.model_copy(update={"vin": None}), today=today, reference=reference
+                no_database,
+                number,
+                data.model_copy(update={"vin": None}),
+                today=today,
+                reference=reference,
+                parsing_errors=parsed.errors,
             )
         except ValidationFailed as exc:
             errors.extend(exc.errors)
@@ -642,7 +641,7 @@ class _CheckState:
                 continue
             self.report.valid += 1
             for hint in clean.hints:
-                self.report.add_hint(row, "vin", hint)
+                self.report.add_hint(row, hint.partition(": ")[0], hint)
             if self.spool is not None:
                 self.spool.writerow(_spool_row(row, clean))
             valid.append((row, clean))

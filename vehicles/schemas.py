@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validator
 
 from onboarding.core.text_rules import SafeStr
 from vehicles.models import Powertrain, ProductionStatus
@@ -70,18 +70,33 @@ class OrderIn(BaseModel):
     buyer_phone: SafeStr
     country: SafeStr
     language: SafeStr
-    planned_delivery_date: date
+    planned_delivery_date: date = Field(
+        description=(
+            "ISO 8601 date. A date in the past or more than three years ahead is accepted with a "
+            "warning (`warnings` in the answer); one before 2000 or more than ten years ahead is refused."
+        )
+    )
     production_status: ProductionStatus | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _flatten_buyer(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("buyer"), dict):
-            data = dict(data)
-            buyer = data.pop("buyer")
-            for key, value in buyer.items():
-                data.setdefault(f"buyer_{key}", value)
-        return data
+        return flatten_buyer(data)
+
+
+def flatten_buyer(data: Any) -> Any:
+    """An order's nested ``buyer`` object as the flat ``buyer_*`` fields (flat ones win)."""
+    if isinstance(data, dict) and isinstance(data.get("buyer"), dict):
+        data = dict(data)
+        buyer = data.pop("buyer")
+        for key, value in buyer.items():
+            data.setdefault(f"buyer_{key}", value)
+    return data
+
+
+# The order API's body: documented as ``OrderIn`` but handed over as sent, so that the service parses
+# it and reports parsing errors together with the field rules (``vehicles.service.check_order``).
+OrderBody = Annotated[OrderIn, SkipValidation]
 
 
 class StatusIn(BaseModel):
@@ -138,4 +153,11 @@ class OrderOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     onboarding: OnboardingFunnel
-    warnings: list[str] = Field(default_factory=list, description="Non-blocking hints, e.g. about the VIN")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Non-blocking notes on the order just written, each `field: message`: VIN hints, a planned "
+            "delivery date in the past or more than three years ahead, a dealer in another country "
+            "than the order"
+        ),
+    )

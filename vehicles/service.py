@@ -6,10 +6,12 @@ Nothing here commits: the request or job that calls it owns the transaction."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -18,6 +20,7 @@ from onboarding.core.db import Base
 from onboarding.core.errors import FieldError, NotFound, ValidationFailed
 from onboarding.core.fields import clean_country, clean_email, clean_language, clean_name, clean_phone
 from onboarding.core.scope import ALL_MARKETS, Scope
+from onboarding.core.text_rules import check_text, unsafe_character
 from vehicles.models import (
     CLOSED_STATUSES,
     Dealer,
@@ -26,7 +29,7 @@ from vehicles.models import (
     ProductionStatus,
     VehicleModel,
 )
-from vehicles.schemas import DealerIn, OrderIn, VehicleModelIn
+from vehicles.schemas import DealerIn, OrderIn, VehicleModelIn, flatten_buyer
 from vehicles.vin import check_vin
 
 ReferenceRow = TypeVar("ReferenceRow", Dealer, VehicleModel)
@@ -145,14 +148,88 @@ class CleanOrder:
 
 @dataclass
 class ReferenceCache:
-    """Dealer and model codes looked up once per import rather than once per row."""
+    """Dealer codes (with their countries) and model codes, looked up once per import rather than once
+    per row."""
 
-    dealers: set[str] = field(default_factory=set)
+    dealers: dict[str, str] = field(default_factory=dict)
     models: set[str] = field(default_factory=set)
 
     @classmethod
     def load(cls, session: Session) -> ReferenceCache:
-        return cls(set(session.scalars(select(Dealer.code))), set(session.scalars(select(VehicleModel.code))))
+        dealers = {code: country for code, country in session.execute(select(Dealer.code, Dealer.country))}
+        return cls(dealers, set(session.scalars(select(VehicleModel.code))))
+
+
+# Planned delivery dates: before the earliest or beyond the latest is no delivery date at all (a typing
+# error such as 2206 for 2026) and refused; in the past, or further ahead than a car is ordered, the
+# order is stored with a warning (an update of a delivered order carries its past date; the order
+# system, not this service, owns the date, and refusing it would block the order's other fields).
+EARLIEST_DELIVERY = date(2000, 1, 1)
+REFUSED_BEYOND = timedelta(days=10 * 366)
+WARNED_BEYOND = timedelta(days=3 * 366)
+# Stands in for a field that failed parsing, so that the other fields' rules still run.
+_PLACEHOLDERS: dict[str, Any] = {"vin": None, "production_status": None}
+
+
+@dataclass
+class ParsedOrder:
+    """An order as parsed: ``data`` is None when the input is not an object at all; otherwise fields
+    that did not parse (named in ``errors``) hold placeholders in ``data``."""
+
+    data: OrderIn | None
+    errors: list[FieldError]
+
+
+def parse_order(raw: Any, *, today: date, whole: str = "body") -> ParsedOrder:
+    """Parses ``raw`` as ``OrderIn``. A field that fails parsing (a bad date, a number for a text)
+    is named in ``errors`` and replaced by a placeholder, so that ``validate_order`` can still check
+    every other field: one answer names every bad field. ``whole`` names the input as a whole."""
+    try:
+        return ParsedOrder(OrderIn.model_validate(raw), [])
+    except ValidationError as exc:
+        errors = _parsing_errors(exc, whole)
+    flat = flatten_buyer(raw)
+    if not isinstance(flat, dict):
+        return ParsedOrder(None, errors)
+    patched = dict(flat)
+    for error in errors:
+        name = error.field.partition(".")[0]
+        if name in OrderIn.model_fields:
+            patched[name] = _PLACEHOLDERS.get(name, today if name == "planned_delivery_date" else "-")
+        else:
+            patched.pop(name, None)  # an unknown member (named in the errors)
+    try:
+        return ParsedOrder(OrderIn.model_validate(patched), errors)
+    except ValidationError:
+        return ParsedOrder(None, errors)
+
+
+def _parsing_errors(exc: ValidationError, whole: str) -> list[FieldError]:
+    out = []
+    for err in exc.errors():
+        # A member name the client sent may itself hold what the text rule refuses; never echo it raw.
+        parts = [str(p) for p in err["loc"]]
+        name = ".".join(p if unsafe_character(p) is None else ascii(p) for p in parts) or whole
+        out.append(FieldError(name, err["msg"], err["type"]))
+    return out
+
+
+def check_order(
+    session: Session,
+    order_number: str,
+    raw: Any,
+    *,
+    today: date,
+    reference: ReferenceCache | None = None,
+) -> CleanOrder:
+    """``parse_order`` then ``validate_order``: raises one ``ValidationFailed`` naming every bad field,
+    whether it failed parsing or a rule."""
+    parsed = parse_order(raw, today=today)
+    if parsed.data is None:
+        raise ValidationFailed(parsed.errors)
+    return validate_order(
+        session, order_number, parsed.data, today=today, reference=reference, parsing_errors=parsed.errors
+    )
 
 
 def validate_order(
@@ -162,26 +239,36 @@ def validate_order(
     *,
     today: date,
     reference: ReferenceCache | None = None,
+    parsing_errors: Sequence[FieldError] = (),
 ) -> CleanOrder:
-    """Every rule of SPEC §3.1 at once; raises ``ValidationFailed`` naming each bad field."""
-    errors: list[FieldError] = []
-    if not _ORDER_NUMBER.match(order_number):
+    """Every rule of SPEC §3.1 at once; raises ``ValidationFailed`` naming each bad field.
+
+    ``parsing_errors`` are those of ``parse_order``: they come first, and the rules of the fields they
+    name (placeholders in ``data``) are skipped. Warnings (hints) are given only on a valid order."""
+    errors: list[FieldError] = list(parsing_errors)
+    unparsed = {e.field.partition(".")[0] for e in parsing_errors}
+    if (unsafe := check_text("order_number", order_number)) is not None:
+        errors.append(unsafe)  # NUL, controls, lone surrogates: the same answer as every text field
+    elif not _ORDER_NUMBER.match(order_number):
         errors.append(FieldError("order_number", "Use 1-64 letters, digits, '.', '_', '/' or '-'."))
-    country = clean_country(data.country, "country", errors)
-    known_dealer = (
-        (data.dealer_code in reference.dealers)
-        if reference
-        else (session.get(Dealer, data.dealer_code) is not None)
-    )
-    if not known_dealer:
-        errors.append(FieldError("dealer_code", f"Unknown dealer '{data.dealer_code}'.", "unknown"))
-    known_model = (
-        (data.model_code in reference.models)
-        if reference
-        else (session.get(VehicleModel, data.model_code) is not None)
-    )
-    if not known_model:
-        errors.append(FieldError("model_code", f"Unknown model '{data.model_code}'.", "unknown"))
+    country = "" if "country" in unparsed else clean_country(data.country, "country", errors)
+    dealer_country: str | None = None
+    if "dealer_code" not in unparsed:
+        if reference:
+            dealer_country = reference.dealers.get(data.dealer_code)
+        else:
+            dealer = session.get(Dealer, data.dealer_code)
+            dealer_country = dealer.country if dealer else None
+        if dealer_country is None:
+            errors.append(FieldError("dealer_code", f"Unknown dealer '{data.dealer_code}'.", "unknown"))
+    if "model_code" not in unparsed:
+        known_model = (
+            (data.model_code in reference.models)
+            if reference
+            else (session.get(VehicleModel, data.model_code) is not None)
+        )
+        if not known_model:
+            errors.append(FieldError("model_code", f"Unknown model '{data.model_code}'.", "unknown"))
     hints: list[str] = []
     vin: str | None = None
     if data.vin and data.vin.strip():
@@ -189,14 +276,46 @@ def validate_order(
         vin = result.vin
         errors.extend(FieldError("vin", p.message, p.code) for p in result.problems)
         hints.extend(f"vin: {h}" for h in result.hints)
-    first = clean_name(data.buyer_first_name, "buyer_first_name", errors)
-    last = clean_name(data.buyer_last_name, "buyer_last_name", errors)
-    email = clean_email(data.buyer_email, "buyer_email", errors)
-    phone = clean_phone(data.buyer_phone, country, "buyer_phone", errors)
-    language = clean_language(data.language, "language", errors)
-    if not (date(2000, 1, 1) <= data.planned_delivery_date <= today + timedelta(days=3 * 366)):
-        errors.append(
-            FieldError("planned_delivery_date", "Not a plausible delivery date (more than three years away).")
+    first = data.buyer_first_name
+    if "buyer_first_name" not in unparsed:
+        first = clean_name(data.buyer_first_name, "buyer_first_name", errors)
+    last = data.buyer_last_name
+    if "buyer_last_name" not in unparsed:
+        last = clean_name(data.buyer_last_name, "buyer_last_name", errors)
+    email = data.buyer_email
+    if "buyer_email" not in unparsed:
+        email = clean_email(data.buyer_email, "buyer_email", errors)
+    phone = data.buyer_phone
+    if "buyer_phone" not in unparsed:
+        phone = clean_phone(data.buyer_phone, country, "buyer_phone", errors)
+    language = data.language
+    if "language" not in unparsed:
+        language = clean_language(data.language, "language", errors)
+    planned = data.planned_delivery_date
+    if "planned_delivery_date" not in unparsed:
+        if not (EARLIEST_DELIVERY <= planned <= today + REFUSED_BEYOND):
+            errors.append(
+                FieldError(
+                    "planned_delivery_date",
+                    "Not a plausible delivery date (before 2000 or more than ten years ahead).",
+                )
+            )
+        elif planned < today and data.production_status not in CLOSED_STATUSES:
+            # (A delivered or cancelled order's date is expected to have passed.)
+            hints.append(
+                f"planned_delivery_date: {planned.isoformat()} has passed; the order is kept, and its "
+                "invitation does not name that date."
+            )
+        elif planned > today + WARNED_BEYOND:
+            hints.append(
+                f"planned_delivery_date: {planned.isoformat()} is more than three years ahead; the "
+                "invitation waits until shortly before it."
+            )
+    known_country = "country" not in unparsed and not any(e.field == "country" for e in errors)
+    if dealer_country is not None and known_country and dealer_country != country:
+        hints.append(
+            f"dealer_code: dealer {data.dealer_code} is in {dealer_country}, the order in {country}; "
+            "check the dealer code or the country."
         )
     if vin and not errors and (holder := vin_holder(session, vin, other_than=order_number)):
         errors.append(vin_taken(holder))

@@ -49,9 +49,16 @@ def _is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+# The email names the planned delivery date only while it lies this far after the day it is rendered
+# (UTC): sent within a day of rendering (the outbox's retries included), it then names a date that has
+# not passed in any time zone. Otherwise the templates say nothing about when the car comes.
+DATE_NAMED_FROM = timedelta(days=2)
+
+
 def _email(
     settings: Settings,
     *,
+    now: datetime,
     template: str,
     purpose: str,
     invitation_id: int | None,
@@ -64,10 +71,11 @@ def _email(
     expires: datetime,
 ) -> outbox.NewMessage:
     """The invitation (or reminder) email in the buyer's language, ready for the outbox."""
+    planned = order.planned_delivery_date
     context: dict[str, Any] = {
         "brand": brand(settings),
         "support": contact_for(settings, order.country, dealer),
-        "delivery_date": order.planned_delivery_date,
+        "delivery_date": planned if planned >= now.date() + DATE_NAMED_FROM else None,
         "valid_days": settings.invitation_valid_days,
         "expires_on": expires.date(),
     }
@@ -171,6 +179,7 @@ def prepare_invitation(
         },
         message=_email(
             settings,
+            now=now,
             template="invitation",
             purpose=PURPOSE_INVITATION,
             invitation_id=None,  # set by commit_prepared once the row exists
@@ -429,6 +438,7 @@ def queue_due_reminders(
             token = unseal_text(secret, TOKEN_PURPOSE, sealed)
             reminder = _email(
                 settings,
+                now=now,
                 template="invitation_reminder",
                 purpose=PURPOSE_REMINDER,
                 invitation_id=invitation.id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, Security
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, Response, Security
 from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,7 @@ from vehicles.models import Dealer, Order, VehicleModel
 from vehicles.schemas import (
     DealerIn,
     DealerOut,
-    OrderIn,
+    OrderBody,
     OrderOut,
     StatusIn,
     VehicleModelIn,
@@ -56,6 +56,12 @@ router = APIRouter(
 _WRITE = problem_responses(400, 403, 413, 415)
 
 Code = Annotated[SafeStr, Path(min_length=1, max_length=64)]
+# The order PUT's number: checked by ``validate_order`` (a stricter rule than ``Code``'s), so that a bad
+# number is named together with the body's bad fields in one 422.
+OrderNumber = Annotated[
+    str,
+    Path(json_schema_extra={"minLength": 1, "maxLength": 64, "pattern": r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"}),
+]
 Db = Annotated[Session, Depends(db_session)]
 Caller = Annotated[ApiCaller, Depends(api_caller)]
 Config = Annotated[Settings, Depends(settings_of)]
@@ -136,11 +142,23 @@ def _order_out(session: Session, order: Order, hints: list[str] | None = None) -
 
 @router.put("/orders/{order_number}", response_model=OrderOut, responses={201: {"model": OrderOut}, **_WRITE})
 def put_order(
-    order_number: Code, body: OrderIn, session: Db, caller: Caller, settings: Config, response: Response
+    order_number: OrderNumber,
+    body: Annotated[OrderBody, Body(title="OrderIn")],
+    session: Db,
+    caller: Caller,
+    settings: Config,
+    response: Response,
 ) -> OrderOut:
-    """Create or update an order (idempotent). An invalid order stores nothing."""
+    """Create or update an order (idempotent). An invalid order stores nothing; the 422 names every
+    bad field at once (a value that does not parse, such as a bad date, and the field rules alike).
+    A valid order may come with `warnings`: VIN hints, a planned delivery date in the past or more
+    than three years ahead (stored: the order system owns the date, and an update of a delivered order
+    carries a past one; the invitation never names a date that has passed), a dealer in another country
+    than the order."""
     now = utcnow()
-    clean = service.validate_order(session, order_number, body, today=now.date())
+    # ``body`` is the JSON as sent (``OrderBody``): parsed here, so that parsing errors and the field
+    # rules are reported together.
+    clean = service.check_order(session, order_number, body, today=now.date())
     order, created, _changed = service.upsert_order(
         session,
         clean,

@@ -11,7 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from onboarding.core.errors import FieldError
-from onboarding.core.i18n import LANGUAGES, normalise_language
+from onboarding.core.i18n import LANGUAGES, N_, normalise_language
 
 KNOWN_COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS)
 
@@ -67,8 +67,46 @@ def clean_email(value: str, name: str, errors: list[FieldError]) -> str:
     try:
         return validate_email(value, check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        errors.append(FieldError(name, f"Not a valid email address: {exc}"))
+        errors.append(FieldError(name, _email_problem(value, exc)))
         return value
+
+
+# What is wrong with an address, in a few words of our own: email_validator's messages are long,
+# English only and sometimes beside the point (an empty field "must have an @-sign"). Pages show
+# these in the reader's language (``field_message``); the API answers them in English.
+EMAIL_EMPTY = N_("Enter an email address.")
+EMAIL_NO_AT = N_("Not a valid email address: it needs an @, as in name@example.com.")
+EMAIL_BAD_LOCAL_PART = N_("Not a valid email address: the part before the @ is not valid.")
+EMAIL_BAD_DOMAIN = N_("Not a valid email address: the part after the @ is not a valid domain.")
+EMAIL_TOO_LONG = N_("Not a valid email address: it is too long.")
+EMAIL_INVALID = N_("Not a valid email address.")
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_address(value: str) -> bool:
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+def _email_problem(value: str, exc: EmailNotValidError) -> str:
+    """Which of our messages says what is wrong with ``value`` (stripped), which the library refused."""
+    if not value:
+        return EMAIL_EMPTY
+    if "@" not in value:
+        return EMAIL_NO_AT
+    local, _, domain = value.partition("@")  # as the library splits it
+    if "too long" in str(exc) or len(value) > _EMAIL_MAX_LENGTH or len(local) > _LOCAL_PART_MAX_LENGTH:
+        return EMAIL_TOO_LONG
+    local_ok = bool(local) and _valid_address(f"{local}@example.com")
+    domain_ok = bool(domain) and _valid_address(f"a@{domain}")
+    if local_ok and not domain_ok:
+        return EMAIL_BAD_DOMAIN
+    if domain_ok and not local_ok:
+        return EMAIL_BAD_LOCAL_PART
+    return EMAIL_INVALID
 
 
 def clean_phone(value: str, country: str, name: str, errors: list[FieldError]) -> str:

@@ -5,8 +5,8 @@ buyer's pages (``create_id.html``) show them through ``_(message)``. ``onboardin
 with the machine API and does not mark them, so they are listed here, inside ``N_()``, for extraction
 into the catalogues. Keep each one byte-identical to its source; tests/test_i18n.py checks that.
 
-``clean_email`` and ``clean_country`` only produce messages with a value in them (f-strings), which no
-catalogue entry can match, so they are not listed.
+``clean_email`` marks its own messages (``EMAIL_*`` in ``fields.py``). ``clean_country`` only produces
+messages with a value in them (f-strings), which no catalogue entry can match, so it is not listed.
 """
 
 from __future__ import annotations

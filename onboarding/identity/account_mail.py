@@ -28,6 +28,9 @@ class AccountEmail:
     paragraphs: list[Text] = field(default_factory=list)
     link: str | None = None
     link_label: Text | None = None
+    # "If you did not ask for this, you can ignore this email": not under a notice of something done
+    # to the ID (a changed password) that its reader must act on if it was not them.
+    ignorable: bool = True
 
 
 def render_account_email(settings: Settings, reader: Account | None, email: AccountEmail) -> RenderedEmail:
@@ -43,6 +46,7 @@ def render_account_email(settings: Settings, reader: Account | None, email: Acco
             "paragraphs": [str(p) for p in email.paragraphs],
             "link": email.link,
             "link_label": str(email.link_label) if email.link_label else None,
+            "ignorable": email.ignorable,
         }
     return render_email("account_message", language, context)
 

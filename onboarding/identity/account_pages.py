@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
@@ -15,6 +15,7 @@ from onboarding.core.fields import clean_phone
 from onboarding.core.i18n import N_, lazy_gettext
 from onboarding.identity import account_settings, audit, pin, sms_codes, two_factor, web_sessions
 from onboarding.identity.dependencies import clear_session_cookie, set_session_cookie, signed_in
+from onboarding.identity.devices import devices
 from onboarding.identity.pages import code_problem, link_problem, send_sms_code
 from onboarding.web.app_state import client_ip, settings_of
 from onboarding.web.forms import by_field, csrf_protect
@@ -28,7 +29,7 @@ Csrf = Depends(csrf_protect)
 
 NOTICES = {
     "details": N_("Your details were saved."),
-    "preferences": N_("Your communication preferences were saved. We have recorded your choice."),
+    "preferences": N_("Your communication preferences were saved."),
     "password": N_("Your password was changed. Every other device was signed out."),
     "email_sent": N_(
         "We sent a confirmation link to the new address. Your login email changes once you open it."
@@ -37,6 +38,7 @@ NOTICES = {
     "two_factor_sms": N_("Two-step verification by SMS is on."),
     "pin": N_("Your security PIN was saved. If it was locked, it works again."),
     "phone": N_("Your mobile number is verified."),
+    "device_signed_out": N_("The device was signed out."),
 }
 
 
@@ -277,7 +279,7 @@ def _security(
             "has_pin": pin.has_pin(session, me.account),
             "pin_locked": pin.pin_locked(session, me.account),
             "pin_max_failures": settings_of(request).pin_max_failures,
-            "live_sessions": web_sessions.live_sessions(session, me.account.id, now=now),
+            "devices": devices(web_sessions.live_sessions(session, me.account.id, now=now), now=now),
             "current_session_id": me.session.id,
             "masked_phone": sms_codes.mask_phone(me.account.phone) if me.account.phone else None,
             **context,
@@ -493,6 +495,31 @@ def sign_out_everywhere(request: Request, session: Db, me: Me) -> Response:
         sessions_ended=ended,
     )
     session.commit()
-    response = RedirectResponse("/login?signed_out=1", status_code=303)
+    response = RedirectResponse("/login?signed_out=all", status_code=303)
     clear_session_cookie(response)
     return response
+
+
+# The largest id a session can have (PostgreSQL's integer): a larger one is no session either.
+_MAX_ID = 2**31 - 1
+
+
+@router.post("/security/sessions/{session_id}/sign-out", dependencies=[Csrf])
+def sign_out_device(request: Request, session: Db, me: Me, session_id: str) -> Response:
+    """Sign out one device of the ID. Any other id (another ID's session, none at all) is 404 and
+    changes nothing; this device's own id logs out."""
+    number = int(session_id) if session_id.isascii() and session_id.isdigit() and len(session_id) <= 10 else 0
+    now = utcnow()
+    ended = (
+        web_sessions.sign_out_device(session, me.account.id, number, now=now, ip=client_ip(request))
+        if 0 < number <= _MAX_ID
+        else None
+    )
+    if ended is None:
+        raise HTTPException(404, "Not found")
+    session.commit()
+    if ended.id == me.session.id:
+        response = RedirectResponse("/login?signed_out=1", status_code=303)
+        clear_session_cookie(response)
+        return response
+    return _done("/account/security", "device_signed_out")

@@ -120,6 +120,7 @@ def request_email_change(
                 )
             ),
         ],
+        ignorable=False,
     )
     email_account(session, settings, account, notice, purpose="email_change_notice", now=now)
     audit.record(session, "email_change_requested", now=now, account_id=account.id)

@@ -70,6 +70,15 @@ def verify_password(account: Account | None, password: str) -> bool:
     return ok
 
 
+def _is_current(account: Account, password: str) -> bool:
+    """Whether ``password`` is the ID's password now (no rehash: the caller replaces it)."""
+    try:
+        with _HASHING_SLOTS:
+            return password_hasher().verify(account.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 def require_password(account: Account, password: str, field: str = "password") -> None:
     """Sensitive changes ask for the password again; ``ValidationFailed`` names ``field`` if wrong."""
     if not verify_password(account, password):
@@ -241,9 +250,12 @@ def add_account(
 
 
 def set_password(account: Account, password: str, confirmation: str, *, now: datetime) -> None:
-    """Replace the password after the rules (length, common passwords, personal data)."""
+    """Replace the password after the rules (length, common passwords, personal data, not the current
+    one)."""
     errors: list[FieldError] = []
     check_new_password(password, confirmation, [account.email, account.first_name, account.last_name], errors)
+    if not any(error.field == "password" for error in errors) and _is_current(account, password):
+        errors.append(FieldError("password", N_("That is your current password. Choose a new one.")))
     if errors:
         raise ValidationFailed(errors)
     account.password_hash = hash_password(password)

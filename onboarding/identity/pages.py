@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from notifications.support import contact_for
 from onboarding.core.clock import utcnow
 from onboarding.core.db import begin_read, begin_single_statement
 from onboarding.core.errors import FieldError, ValidationFailed
@@ -145,12 +146,20 @@ def start_session(
     return response
 
 
+# The confirmation after signing out (``/login?signed_out=…``).
+SIGNED_OUT = {
+    "1": N_("You have logged out."),
+    "all": N_("You have been signed out of all devices."),
+}
+
+
 @router.get("/login")
-def login_page(request: Request, session: Db, next: str = "") -> Response:
+def login_page(request: Request, session: Db, next: str = "", signed_out: str = "") -> Response:
     next_url = safe_next(next)
     if session_of(request, session) is not None:
         return RedirectResponse(next_url, status_code=303)
-    return _login_form(request, next_url=next_url)
+    message = lazy_gettext(SIGNED_OUT[signed_out]) if signed_out in SIGNED_OUT else None
+    return _login_form(request, next_url=next_url, message=message)
 
 
 @router.post("/login", dependencies=[Csrf])
@@ -320,23 +329,33 @@ def send_sms_code(
     """A page's "send me a code": sends it (or not, within the limits), commits, and returns the
     message and HTTP status to show."""
     settings = settings_of(request)
+    now = utcnow()
+    first = sms_codes.current(session, account.id, purpose, phone) is None
     outcome = sms_codes.send_code(
         session,
         settings,
         account,
         purpose=purpose,
         phone=phone,
-        now=utcnow(),
+        now=now,
         ip=client_ip(request),
     )
     commit(request, session, background)
+    # The wait left, as the page's "You can ask for a new code in … seconds" counts it.
+    wait = (
+        sms_codes.state(session, settings, account.id, purpose, phone, now=now).wait_seconds
+        if outcome is sms_codes.SendOutcome.COOLDOWN
+        else 0
+    )
+    minutes = settings.sms_code_valid_minutes
     message = {
         sms_codes.SendOutcome.SENT: lazy_gettext(
-            "We sent a new code. It is valid for %(minutes)s minutes.",
-            minutes=settings.sms_code_valid_minutes,
-        ),
+            "We sent a code. It is valid for %(minutes)s minutes.", minutes=minutes
+        )
+        if first
+        else lazy_gettext("We sent a new code. It is valid for %(minutes)s minutes.", minutes=minutes),
         sms_codes.SendOutcome.COOLDOWN: lazy_gettext(
-            "Wait %(seconds)s seconds before asking for another code.", seconds=settings.sms_resend_seconds
+            "Wait %(seconds)s seconds before asking for another code.", seconds=wait
         ),
         sms_codes.SendOutcome.LIMIT: lazy_gettext(
             "You asked for %(count)s codes in the last hour. Try again later.",
@@ -743,3 +762,23 @@ def reset_new_password(
     response.delete_cookie(RESET_COOKIE, path="/password")
     clear_session_cookie(response)
     return response
+
+
+# --- the texts an ID's consents refer to --------------------------------------------------------------
+
+
+def _legal_text(request: Request, kind: str, version: str) -> Response:
+    # The version shown is the one ``accounts.create_account`` records with the consent.
+    settings = settings_of(request)
+    context = {"kind": kind, "version": version, "support": contact_for(settings, None, None)}
+    return render(request, "identity/legal.html", context)
+
+
+@router.get("/terms")
+def terms_page(request: Request) -> Response:
+    return _legal_text(request, "terms", settings_of(request).terms_version)
+
+
+@router.get("/privacy")
+def privacy_page(request: Request) -> Response:
+    return _legal_text(request, "privacy", settings_of(request).privacy_version)

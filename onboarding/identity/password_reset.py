@@ -150,5 +150,6 @@ def notify_password_changed(session: Session, settings: Settings, account: Accou
             Text(N_("The password of your ID was changed, and every device was signed out.")),
             Text(N_("If that was not you, reset your password now and contact support.")),
         ],
+        ignorable=False,
     )
     email_account(session, settings, account, email, purpose="password_changed", now=now)

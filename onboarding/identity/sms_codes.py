@@ -8,6 +8,7 @@ under the configured key (a plain hash of six digits is reversed in microseconds
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -98,6 +99,12 @@ def _lock_over(challenge: SmsChallenge, now: datetime) -> bool:
     return now >= max(last, challenge.code_sent_at) + timedelta(hours=LOCK_HOURS)
 
 
+def _seconds_until(moment: datetime, now: datetime) -> int:
+    """Whole seconds left, rounded up: right after a send the page says the configured wait (60, not
+    59), and it says 0 only once a new code may be sent."""
+    return max(0, math.ceil((moment - now).total_seconds()))
+
+
 def state(
     session: Session, settings: Settings, account_id: int, purpose: str, phone: str, *, now: datetime
 ) -> ChallengeState:
@@ -116,11 +123,9 @@ def state(
     sends = _recent_sends(challenge, now)
     wait = 0
     if sends:
-        wait = max(
-            0, int((max(sends) + timedelta(seconds=settings.sms_resend_seconds) - now).total_seconds())
-        )
+        wait = _seconds_until(max(sends) + timedelta(seconds=settings.sms_resend_seconds), now)
     if len(sends) >= settings.sms_max_sends_per_hour:
-        wait = max(wait, int((min(sends) + timedelta(hours=1) - now).total_seconds()))
+        wait = max(wait, _seconds_until(min(sends) + timedelta(hours=1), now))
     return ChallengeState(
         masked_phone=mask_phone(phone),
         wait_seconds=wait,

@@ -188,6 +188,22 @@ def end_all(
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+def sign_out_device(
+    session: Session, account_id: int, session_id: int, *, now: datetime, ip: str | None
+) -> WebSession | None:
+    """End one of the ID's own sessions (a device on the security page), audited like the other
+    sign-outs. None, and nothing changed, for a session that is not the ID's (or does not exist)."""
+    row = session.scalar(
+        select(WebSession).where(WebSession.id == session_id, WebSession.account_id == account_id)
+    )
+    if row is None:
+        return None
+    if row.ended_at is None:
+        end(row, now=now, reason="signed_out_device")
+        audit.record(session, "signed_out_device", now=now, account_id=account_id, ip=ip, session_id=row.id)
+    return row
+
+
 def live_sessions(session: Session, account_id: int, *, now: datetime) -> list[WebSession]:
     return list(
         session.scalars(

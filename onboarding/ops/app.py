@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,13 +32,24 @@ from onboarding.web.problems import EXCEPTION_HANDLERS, openapi_with_problems
 from onboarding.web.request_context import RequestContext
 from onboarding.web.transactions import AdmitApiRequests
 
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
 SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",  # invitation links carry a token; never leak it onwards
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "frame-ancestors 'none'; form-action 'self'",
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
 }
+
+# The API documentation (Swagger UI 5, which renders OpenAPI 3.1) is served from the files the
+# ``fastapi-offline`` package bundles: no CDN, so it works offline and under the policy above. Outside
+# ``/api/`` so that its scripts never wait for a database slot (``AdmitApiRequests``).
+DOCS_URL = "/api/docs"
+DOCS_ASSETS_URL = "/static/swagger-ui"
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+FAVICON = (files("onboarding.web") / "static" / "favicon.svg").read_bytes()
 
 
 # Pages with links, codes or personal data: never kept by a browser or proxy cache.
@@ -66,6 +84,24 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def api_docs_page(title: str, openapi_url: str) -> tuple[bytes, str]:
+    """FastAPI's Swagger UI page on the bundled assets, and its Content-Security-Policy: the page's one
+    inline script (the ``SwaggerUIBundle`` call) is allowed by its hash on this page alone; every other
+    page keeps ``script-src 'self'``."""
+    page = get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title=title,
+        swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
+    )
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script).digest()).decode() + "'"
+        for script in _INLINE_SCRIPT.findall(bytes(page.body))
+    )
+    return bytes(page.body), f"{CONTENT_SECURITY_POLICY}; script-src 'self' {hashes}"
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -98,7 +134,7 @@ def create_app(
         title=f"{settings.brand_name} onboarding",
         version="1",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # served below, from the bundled Swagger UI
         redoc_url=None,
         # No OpenTelemetry here (logs are structlog's): spares every request FastAPI's provider checks.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -120,6 +156,21 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # The pages' icon (web/base.html links it; browsers that ask for /favicon.ico get it too).
+    @app.get("/favicon.svg", include_in_schema=False)
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(
+            FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"}
+        )
+
+    docs_body, docs_policy = api_docs_page(f"{app.title} API", app.openapi_url or "/openapi.json")
+
+    @app.get(DOCS_URL, include_in_schema=False)
+    async def api_docs() -> HTMLResponse:
+        return HTMLResponse(docs_body, headers={"Content-Security-Policy": docs_policy})
+
+    app.mount(DOCS_ASSETS_URL, StaticFiles(packages=[("fastapi_offline", "static")]), name="swagger-ui")
     app.include_router(api_routes.router)
     app.include_router(pages.router)
     app.include_router(auth_pages.router)

@@ -53,6 +53,20 @@ def db_upgrade(revision: str = "head") -> None:
     typer.echo(f"Database at {revision}.")
 
 
+# Addresses meaning "every interface": no one can open a link to them from another machine.
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 (compared with, not bound to)
+
+
+def _http_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def local_base_url(host: str, port: int) -> str:
+    """The public base URL of a server listening on ``host:port`` when none is configured: its own
+    address (on this machine, for a server listening on every interface)."""
+    return _http_url("127.0.0.1" if host in WILDCARD_HOSTS else host, port)
+
+
 @app.command()
 def serve(
     host: str = "127.0.0.1",
@@ -66,10 +80,16 @@ def serve(
     from onboarding.ops.app import create_app
 
     settings = get_settings()
+    configured = "public_base_url" in settings.model_fields_set and bool(settings.public_base_url.strip())
+    if not configured:
+        # Not configured: links in pages and emails (the scheduler's too) point at this server.
+        settings = settings.model_copy(update={"public_base_url": local_base_url(host, port)})
     if migrate:
         migrations.upgrade(settings.database_url)
     url = settings.public_url
-    typer.echo(f"Serving on http://{host}:{port}  (public base URL {url('')})")
+    typer.echo(f"Serving on {_http_url(host, port)}  (public base URL {url('')})")
+    if not configured and host in WILDCARD_HOSTS:
+        typer.echo("Links point at this machine: set ONBOARDING_PUBLIC_BASE_URL to the address others use.")
     if settings.dev_mailbox_enabled:
         typer.echo(f"No SMTP host configured: emails go to the development mailbox at {url('/dev/mailbox')}")
     if settings.sms_backend == "dev":

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -160,6 +161,7 @@ ORDERS = [
     ),
 ]
 DEMO_KEY_NAME = "demo order system"
+NEW_KEY_COMMAND = f"onboarding api-keys create {shlex.quote(DEMO_KEY_NAME)}"
 
 
 def seed_demo(session: Session, settings: Settings, *, now: datetime) -> list[str]:
@@ -184,9 +186,15 @@ def seed_demo(session: Session, settings: Settings, *, now: datetime) -> list[st
         )
         clean = validate_order(session, number, data, today=now.date())
         upsert_order(session, clean, now=now, actor="demo", lead_days=settings.invitation_lead_days)
-    lines.append(f"{len(DEALERS)} dealers, {len(MODELS)} models, {len(ORDERS)} orders seeded.")
-    if session.scalar(select(ApiKey).where(ApiKey.name == DEMO_KEY_NAME)) is None:
+    counts = f"{len(DEALERS)} dealers, {len(MODELS)} models, {len(ORDERS)} orders"
+    if session.scalar(select(ApiKey.id).where(ApiKey.name == DEMO_KEY_NAME).limit(1)) is None:
         _key, plaintext = create_api_key(session, DEMO_KEY_NAME, now=now)
+        lines.append(f"{counts} seeded.")
         lines.append(f"Demo API key (shown once): {plaintext}")
+    else:
+        # An earlier run created the key and printed it; only its hash is stored, so say how to get one.
+        lines.append(f"Demo data already exists ({counts}; delivery dates now count from today).")
+        lines.append("Its API key was shown once, by the first run. For a new key, run:")
+        lines.append(f"  {NEW_KEY_COMMAND}")
     lines.append("Orders due within 14 days are invited on the next scheduler pass; see /dev/mailbox.")
     return lines

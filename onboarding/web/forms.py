@@ -13,8 +13,7 @@ from onboarding.core.i18n import N_
 from onboarding.core.text_rules import check_texts
 from onboarding.web.app_state import settings_of
 from onboarding.web.csrf import CSRF_COOKIE, CSRF_FIELD
-from onboarding.web.problems import AnsweredInstead, _field_name
-from onboarding.web.rendering import render
+from onboarding.web.problems import AnsweredInstead, _field_name, error_page
 
 
 def safe_next(target: str | None, default: str = "/account") -> str:
@@ -45,9 +44,7 @@ async def csrf_protect(request: Request) -> None:
     unsafe = check_texts([*fields, *(("field name", name) for name, _ in fields)], multiline=MULTILINE_FIELDS)
     if unsafe:
         detail = f"The field '{_field_name((unsafe[0].field,))}': {unsafe[0].text}"
-        raise AnsweredInstead(
-            render(request, "web/error.html", {"status": 422, "detail": detail}, status=422)
-        )
+        raise AnsweredInstead(error_page(request, 422, detail))
 
 
 # Form fields that are free text over several lines (textareas), where line breaks and tabs belong.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,15 +14,72 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from notifications.support import contact_for
 from onboarding.core.db import is_lock_timeout
 from onboarding.core.errors import FieldError, Forbidden, NotFound, ValidationFailed
 from onboarding.core.i18n import N_
 from onboarding.core.text_rules import unsafe_character
 from onboarding.web.admission import ClientGone, Overloaded
+from onboarding.web.app_state import settings_of
 from onboarding.web.rendering import render
 from onboarding.web.request_context import PROBLEM_TYPE, current_correlation_id
 
 _BUSY = N_("The service is busy. Please try again in a moment.")
+
+# The error pages (HTML): a heading and an explanation per status, in the reader's language, and the
+# support contact in the footer. What an error's ``detail`` adds (a refused form's reason) replaces
+# the explanation; HTTP's own reason phrases ("Not Found") say nothing a reader needs.
+ERROR_PAGES: dict[int, tuple[str, str]] = {
+    400: (
+        N_("Your request could not be read"),
+        N_("Something in what your browser sent was not understood. Go back and try again."),
+    ),
+    401: (N_("Please log in"), N_("Log in with your ID to see this page.")),
+    403: (N_("This was refused"), N_("You may not do this here. Go back and try again.")),
+    404: (
+        N_("Page not found"),
+        N_("There is no page at this address. Check the address, or start again from the home page."),
+    ),
+    405: (
+        N_("This page cannot do that"),
+        N_("The page was opened in a way it does not support. Go back and use the page's links and buttons."),
+    ),
+    410: (N_("This page is no longer available"), N_("Start again from the home page.")),
+    413: (
+        N_("Too much was sent"),
+        N_("What you sent is larger than this service accepts. Shorten it and try again."),
+    ),
+    422: (N_("Some of what you entered cannot be used"), N_("Go back, correct it and try again.")),
+    429: (N_("Too many attempts"), N_("Please wait a moment and try again.")),
+    500: (
+        N_("Something went wrong on our side"),
+        N_("Please try again later. If it keeps happening, contact support."),
+    ),
+    503: (N_("The service is busy"), _BUSY),
+}
+_OTHER_ERROR = (N_("Something went wrong"), N_("Please go back and try again."))
+
+
+def error_page(request: Request, status: int, detail: str | None = None) -> Response:
+    """The branded, translated error page (HTML) for ``status``; ``detail`` is shown (translated
+    when the catalogues have it) instead of the status's explanation."""
+    heading, explanation = ERROR_PAGES.get(status, _OTHER_ERROR)
+    if detail and detail.strip().lower() == _reason_phrase(status).lower():
+        detail = None
+    context = {
+        "status": status,
+        "heading": heading,
+        "explanation": detail or explanation,
+        "support": contact_for(settings_of(request), None, None),
+    }
+    return render(request, "web/error.html", context, status=status)
+
+
+def _reason_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def _service_unavailable(request: Request, retry_after_seconds: int, detail: str = _BUSY) -> Response:
@@ -29,7 +87,7 @@ def _service_unavailable(request: Request, retry_after_seconds: int, detail: str
     if request.url.path.startswith("/api/"):
         response = problem(503, "Service unavailable", detail)
     else:
-        response = render(request, "web/error.html", {"status": 503, "detail": detail}, status=503)
+        response = error_page(request, 503, detail)
     response.headers["Retry-After"] = str(retry_after_seconds)
     return response
 
@@ -93,6 +151,9 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 
 def _request_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    if not request.url.path.startswith("/api/"):
+        # A page's form that does not fit its fields (a value longer than any field takes): a page.
+        return error_page(request, 422)
     errors = exc.errors()
     malformed = [e for e in errors if e.get("type") == "json_invalid"]
     if malformed:
@@ -183,14 +244,15 @@ def _forbidden(request: Request, exc: Exception) -> Response:
 
 def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    response: Response
     if request.url.path.startswith("/api/"):
         response = problem(exc.status_code, str(exc.detail))
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
-    return render(
-        request, "web/error.html", {"status": exc.status_code, "detail": exc.detail}, status=exc.status_code
-    )
+    else:
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        response = error_page(request, exc.status_code, detail)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
 
 
 class AnsweredInstead(Exception):

@@ -53,7 +53,7 @@ def test_register_verify_then_log_in(db: Database, settings: Settings, client: T
     form_page = client.get("/register")
     assert form_page.status_code == 200
     title = form_page.text.split("<title>", 1)[1].split("</title>", 1)[0]
-    assert title.startswith("Create an ID") and "<" not in title
+    assert title.startswith("Create your Nordlicht Motors ID") and "<" not in title  # as its heading
     response = client.post("/register", data=_form(client))
     assert response.status_code == 200 and "nils@example.com" in response.text
     created = account(db.factory, "nils@example.com")

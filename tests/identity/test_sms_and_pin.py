@@ -325,7 +325,7 @@ def test_the_pages_state_the_configured_rules_in_the_readers_language(
         client.post("/activate/id", data=id_form(client))
         sent = client.post("/activate/phone/send", data=csrf(client))
         assert '<html lang="sv"' in sent.text
-        assert swedish("We sent a new code. It is valid for %(minutes)s minutes.", minutes=7) in sent.text
+        assert swedish("We sent a code. It is valid for %(minutes)s minutes.", minutes=7) in sent.text
         assert swedish("Wait %(seconds)s seconds, then ask for a new code.", seconds=45) in sent.text
         again = client.post("/activate/phone/send", data=csrf(client))
         cooldown = swedish("Wait %(seconds)s seconds before asking for another code.", seconds=45)
