@@ -104,12 +104,17 @@ def test_configured_public_base_url_wins_over_the_port(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_serve_passes_host_and_port_on() -> None:
     dry_run = subprocess.run(
-        ["make", "-n", "serve", "PORT=8731", "HOST=0.0.0.0"], cwd=ROOT, capture_output=True, text=True
+        ["make", "-n", "--no-print-directory", "serve", "PORT=8731", "HOST=0.0.0.0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert dry_run.returncode == 0, dry_run.stderr
     serve = dry_run.stdout.strip().splitlines()[-1]
     assert shlex.split(serve)[-5:] == ["serve", "--host", "0.0.0.0", "--port", "8731"], serve
-    default = subprocess.run(["make", "-n", "serve"], cwd=ROOT, capture_output=True, text=True)
+    default = subprocess.run(
+        ["make", "-n", "--no-print-directory", "serve"], cwd=ROOT, capture_output=True, text=True
+    )
     assert shlex.split(default.stdout.strip().splitlines()[-1])[-4:] == [
         "--host",
         "127.0.0.1",
