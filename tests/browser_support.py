@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import uvicorn
@@ -32,7 +32,13 @@ def require_chromium() -> str:
     """The Chromium executable; skip (or fail when ONBOARDING_REQUIRE_BROWSER=1) if it is absent."""
     if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK):
         return str(CHROMIUM)
-    reason = f"Chromium not found at {CHROMIUM}: install Debian's 'chromium' package to run the browser tests"
+    missing_for_browser_tests(
+        f"Chromium not found at {CHROMIUM}: install Debian's 'chromium' package to run the browser tests"
+    )
+
+
+def missing_for_browser_tests(reason: str) -> NoReturn:
+    """Skip a browser test for want of a tool, or fail when ONBOARDING_REQUIRE_BROWSER=1 (CI)."""
     if os.environ.get("ONBOARDING_REQUIRE_BROWSER") == "1":
         pytest.fail(reason + " (ONBOARDING_REQUIRE_BROWSER=1 makes this an error)", pytrace=False)
     pytest.skip(reason)

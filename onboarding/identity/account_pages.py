@@ -312,8 +312,10 @@ def _totp_page(
         me,
         {
             "secret": secret,
-            "secret_grouped": " ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
+            "secret_groups": [secret[i : i + 4] for i in range(0, len(secret), 4)],
             "qr": two_factor.qr_svg_data_uri(uri),
+            # The same URI as the QR code: a tap opens the authenticator app on a phone.
+            "otpauth": uri,
             "errors": by_field(
                 [FieldError("code", N_("That code is not correct. Check the time on your phone."))]
             )

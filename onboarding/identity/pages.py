@@ -522,8 +522,10 @@ def register_resend(request: Request, session: Db, background: BackgroundTasks) 
 
 
 @router.get("/password/forgot")
-def forgot_page(request: Request) -> Response:
-    return render(request, "identity/forgot.html", {"errors": {}, "email": ""})
+def forgot_page(request: Request, email: str = "") -> Response:
+    # Prefilled from the login form ("Forgot your password?" passes on the address it knows).
+    shown = email.strip() if len(email) <= 320 and email.isprintable() else ""
+    return render(request, "identity/forgot.html", {"errors": {}, "email": shown})
 
 
 @router.post("/password/forgot", dependencies=[Csrf])
