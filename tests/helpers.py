@@ -152,3 +152,72 @@ def id_form(client: Any, **overrides: str) -> dict[str, str]:
     }
     form.update(overrides)
     return form
+
+
+def terms_step(client: Any, **overrides: str) -> Any:
+    """Terms of use and privacy notice accepted; no partner or marketing consent."""
+    form = {**csrf(client), "accept_terms": "yes", "accept_privacy": "yes", **overrides}
+    return client.post("/activate/terms", data=form, follow_redirects=False)
+
+
+SWEDISH_ADDRESS = {"street": "Storgatan 1", "postal_code": "114 51", "city": "Stockholm", "country": "SE"}
+
+
+def billing_step(client: Any, **overrides: str) -> Any:
+    """A private billing address in Stockholm (the recipient as prefilled: the ID's name)."""
+    form = {
+        **csrf(client),
+        "kind": "private",
+        "recipient_name": "Astrid Lindqvist",
+        **SWEDISH_ADDRESS,
+        **overrides,
+    }
+    return client.post("/activate/billing", data=form, follow_redirects=False)
+
+
+def data_pass_step(client: Any, choice: str = "accept") -> Any:
+    return client.post("/activate/data-pass", data={**csrf(client), "choice": choice}, follow_redirects=False)
+
+
+def services_step(client: Any) -> Any:
+    return client.post("/activate/services", data={**csrf(client), "confirm": "yes"}, follow_redirects=False)
+
+
+def vehicle_step(client: Any) -> Any:
+    """With a VIN the page links the car and moves on at once; without one the buyer reads that the link
+    follows the VIN and continues."""
+    shown = client.get("/activate/vehicle", follow_redirects=False)
+    if shown.status_code == 303:
+        return shown
+    assert shown.status_code == 200, shown.text
+    return client.post("/activate/vehicle", data=csrf(client), follow_redirects=False)
+
+
+def finish_after_pin(client: Any, stop_at: str = "/activate/done") -> Any:
+    """The steps after the PIN, each as the page that is due asks (Data Pass only where offered), up to
+    the step ``stop_at``; the last answer (the redirect to the done page or to ``stop_at``)."""
+    do = {
+        "/activate/terms": terms_step,
+        "/activate/billing": billing_step,
+        "/activate/data-pass": data_pass_step,
+        "/activate/services": services_step,
+        "/activate/vehicle": vehicle_step,
+    }
+    answer = None
+    due = _due_step(client)
+    while due in do and due != stop_at:
+        answer = do[due](client)
+        assert answer.status_code == 303, (due, answer.status_code, answer.text[:500])
+        due = answer.headers["location"]
+    assert due == stop_at, due
+    return answer
+
+
+def _due_step(client: Any) -> str:
+    # The landing page links the step that is due.
+    landing = client.get("/activate", follow_redirects=False)
+    if landing.status_code == 303:
+        return str(landing.headers["location"])
+    found = re.search(r'href="(/activate/[a-z-]+)"', landing.text)
+    assert found, landing.text[:500]
+    return found.group(1)

@@ -1,4 +1,4 @@
-"""Tables for dealers, the model catalogue and orders."""
+"""Tables for dealers, the model catalogue, orders, and the vehicles with their users and services."""
 
 from __future__ import annotations
 
@@ -107,3 +107,93 @@ class OrderEvent(Base):
     kind: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str] = mapped_column(String(120))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class VehicleRole(StrEnum):
+    PRIMARY = "primary"
+    SECONDARY = "secondary"
+
+
+class Vehicle(Base):
+    """A car as the connected services know it: made when its buyer activates (from the order), its VIN
+    known then or later (``PUT /api/v1/orders/{n}/vin``)."""
+
+    __tablename__ = "vehicles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vin: Mapped[str | None] = mapped_column(String(17), unique=True)
+    model_code: Mapped[str] = mapped_column(ForeignKey("vehicle_models.code"))
+    country: Mapped[str] = mapped_column(String(2))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class VehicleUser(Base):
+    """An ID's link to a vehicle, as its primary user or one of its secondary users (SPEC §3.5). Ended
+    links stay, for the audit trail; the live ones are those with ``ended_at`` NULL."""
+
+    __tablename__ = "vehicle_users"
+    __table_args__ = (
+        # One primary user per vehicle, held by the database (two activations racing, a transfer).
+        Index(
+            "uq_vehicle_users_one_primary",
+            "vehicle_id",
+            unique=True,
+            sqlite_where=text("role = 'primary' AND ended_at IS NULL"),
+            postgresql_where=text("role = 'primary' AND ended_at IS NULL"),
+        ),
+        # An ID is linked to a vehicle at most once at a time.
+        Index(
+            "uq_vehicle_users_live",
+            "vehicle_id",
+            "account_id",
+            unique=True,
+            sqlite_where=text("ended_at IS NULL"),
+            postgresql_where=text("ended_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(10))
+    linked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_reason: Mapped[str | None] = mapped_column(String(40))
+
+
+class VehicleService(Base):
+    """A connected service activated for a vehicle, with the period it is included for."""
+
+    __tablename__ = "vehicle_services"
+    __table_args__ = (Index("uq_vehicle_services", "vehicle_id", "service_code", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"))
+    service_code: Mapped[str] = mapped_column(String(64))
+    activated_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    activated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    starts_on: Mapped[date] = mapped_column(Date)
+    ends_on: Mapped[date] = mapped_column(Date)
+
+
+class SecondaryInvitation(Base):
+    """The primary user's invitation of a secondary user (SPEC §3.5): accepted through the emailed link
+    with an SMS code to the invitee's number, valid 12 hours."""
+
+    __tablename__ = "secondary_invitations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"), index=True)
+    invited_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    first_name: Mapped[str] = mapped_column(String(100))
+    last_name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(320))
+    phone: Mapped[str] = mapped_column(String(20))
+    language: Mapped[str] = mapped_column(String(8))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

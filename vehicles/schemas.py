@@ -28,6 +28,19 @@ class DealerOut(DealerIn):
     code: str
 
 
+class ServiceIn(BaseModel):
+    """A connected service of the catalogue (``vehicles.catalogue``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: Annotated[SafeStr, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")]
+    name: dict[SafeStr, SafeStr] = Field(description="Per language (en, de, sv, nb); en required.")
+    description: dict[SafeStr, SafeStr] = Field(description="Per language (en, de, sv, nb); en required.")
+    works_without_login: bool = Field(False, description="Works in the car without a logged-in user.")
+    remote_function: bool = Field(False, description="A remote function, authorised with the security PIN.")
+    included_months: Annotated[int, Field(ge=1, le=120)]
+
+
 class VehicleModelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -36,13 +49,21 @@ class VehicleModelIn(BaseModel):
     powertrain: Powertrain
     requires_security_pin: bool
     offers_data_pass: bool
-    services: dict[SafeStr, list[Annotated[SafeStr, Field(min_length=1, max_length=64)]]] = Field(
-        default_factory=dict, description="Connected services available, per ISO 3166 country code."
+    # Items are checked by ``vehicles.catalogue.parse_services``, which names each bad field
+    # (``services.SE[1].name.en``); the answer shows them as ``ServiceIn``.
+    services: dict[SafeStr, list[Any]] = Field(
+        default_factory=dict,
+        description=(
+            "Connected services available, per ISO 3166 country code: a code of the standard catalogue "
+            "(navigation, voice_assistant, remote_climate, remote_lock, trip_log, charging, data_pass) or "
+            "a whole service object."
+        ),
     )
 
 
 class VehicleModelOut(VehicleModelIn):
     code: str
+    services: dict[str, list[ServiceIn]]
 
 
 class BuyerIn(BaseModel):
@@ -122,7 +143,10 @@ class InvitationState(BaseModel):
 
 class OnboardingFunnel(BaseModel):
     stage: str = Field(
-        description="not_due, due, invited, opened, id_created, phone_verified, pin_set or completed"
+        description=(
+            "not_due, due, invited, opened, id_created, phone_verified, pin_set, terms_accepted, "
+            "billing_checked, data_pass, services_active, vehicle_linked or completed"
+        )
     )
     invite_after: date | None
     invited_at: datetime | None
@@ -130,6 +154,11 @@ class OnboardingFunnel(BaseModel):
     id_created_at: datetime | None
     phone_verified_at: datetime | None = None
     pin_set_at: datetime | None = None
+    terms_accepted_at: datetime | None = None
+    billing_checked_at: datetime | None = None
+    data_pass_at: datetime | None = None
+    services_active_at: datetime | None = None
+    vehicle_linked_at: datetime | None = None
     completed_at: datetime | None
     invitation: InvitationState | None
     invitation_failure: str | None = Field(

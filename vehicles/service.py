@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -21,6 +21,7 @@ from onboarding.core.errors import FieldError, NotFound, ValidationFailed
 from onboarding.core.fields import clean_country, clean_email, clean_language, clean_name, clean_phone
 from onboarding.core.scope import ALL_MARKETS, Scope
 from onboarding.core.text_rules import check_text, unsafe_character
+from vehicles.catalogue import parse_services
 from vehicles.models import (
     CLOSED_STATUSES,
     Dealer,
@@ -79,10 +80,13 @@ def upsert_model(
     session: Session, code: str, data: VehicleModelIn, now: datetime
 ) -> tuple[VehicleModel, bool]:
     errors = check_code(code, "model_code")
-    services: dict[str, list[str]] = {}
-    for country, names in data.services.items():
-        cc = clean_country(country, f"services.{country}", errors)
-        services[cc] = sorted(set(names))
+    services = parse_services(
+        {
+            country: [entry.model_dump() if isinstance(entry, BaseModel) else entry for entry in entries]
+            for country, entries in data.services.items()
+        },
+        errors,
+    )
     if errors:
         raise ValidationFailed(errors)
     values = {

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import Select, String, Table, insert, literal, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from notifications import outbox
 from notifications.email import outbox_email, render_email
@@ -384,7 +384,8 @@ def build_failure(exc: Exception) -> str:
     return f"the email could not be built: {type(exc).__name__}: {exc}"[:_REASON_KEPT]
 
 
-def _state(invitation: Invitation, order: Order, now: datetime) -> LinkState:
+def link_state(invitation: Invitation, order: Order, now: datetime) -> LinkState:
+    """Whether the invitation's link still opens the flow, and if not, why."""
     if invitation.completed_at is not None:
         return LinkState.USED
     if (
@@ -431,7 +432,7 @@ def queue_due_reminders(
     reminders: list[outbox.NewMessage] = []
     for invitation, order, dealer, model in rows:
         sealed, invitation.token_sealed = invitation.token_sealed, None
-        if sealed is None or _state(invitation, order, now) is not LinkState.VALID:
+        if sealed is None or link_state(invitation, order, now) is not LinkState.VALID:
             continue
         assert invitation.expires_at is not None
         try:
@@ -481,7 +482,7 @@ def resolve_link(session: Session, token: str, *, now: datetime) -> LinkView:
     if row is None or not hashes_match(row[0].token_hash, token):
         return LinkView(LinkState.UNKNOWN)
     invitation, order, dealer, model = row
-    return LinkView(_state(invitation, order, now), invitation, order, dealer, model)
+    return LinkView(link_state(invitation, order, now), invitation, order, dealer, model)
 
 
 def mark_opened(session: Session, view: LinkView, *, now: datetime) -> None:
@@ -500,6 +501,25 @@ def attach_account(
     view.invitation.id_created_at = now
     view.order.account_id = account.id
     add_event(session, view.order, "id_created" if created else "id_linked", "buyer", now, account.email)
+
+
+def mark_step_done(
+    session: Session, view: LinkView, column: InstrumentedAttribute[datetime | None], now: datetime
+) -> bool:
+    """Records an activation step (``Invitation.*_done_at``) done, once: of two tabs submitting at the
+    same time only one sets it (the other's conditional update waits for the first to commit and then
+    finds it set). Returns whether this request set it; a step's route claims the step with it before
+    it writes anything else, so the losing tab writes nothing."""
+    invitation = view.invitation
+    assert invitation is not None
+    result = session.execute(
+        update(Invitation)
+        .where(Invitation.id == invitation.id, column.is_(None))
+        .values({column.key: now})
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(invitation)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def complete_activation(session: Session, view: LinkView, *, now: datetime) -> None:
@@ -544,7 +564,7 @@ def funnel(session: Session, order: Order, *, now: datetime) -> OnboardingFunnel
         state = InvitationState(
             state="pending"
             if invitation.sent_at is None and invitation.revoked_at is None
-            else _state(invitation, order, now).value,
+            else link_state(invitation, order, now).value,
             created_at=invitation.created_at,
             sent_at=invitation.sent_at,
             expires_at=invitation.expires_at,
@@ -554,7 +574,7 @@ def funnel(session: Session, order: Order, *, now: datetime) -> OnboardingFunnel
     # Each step of the flow done counts, whether or not the model asks for it (an existing ID may
     # have set its PIN for another car).
     progress = steps.Progress(session, invitation)
-    done_at = {step.name: step.done_at(progress) for step in steps.STEPS}
+    done_at = {step.name: step.funnel_at(progress) for step in steps.STEPS}
     reached = {
         "not_due": True,
         "due": order.invite_after is not None and order.invite_after <= now.date(),
@@ -582,6 +602,11 @@ def funnel(session: Session, order: Order, *, now: datetime) -> OnboardingFunnel
         id_created_at=invitation.id_created_at if invitation else None,
         phone_verified_at=done_at[steps.PHONE],
         pin_set_at=done_at[steps.PIN],
+        terms_accepted_at=done_at[steps.TERMS],
+        billing_checked_at=done_at[steps.BILLING],
+        data_pass_at=done_at[steps.DATA_PASS],
+        services_active_at=done_at[steps.SERVICES],
+        vehicle_linked_at=done_at[steps.VEHICLE],
         completed_at=invitation.completed_at if invitation else None,
         invitation=state,
     )

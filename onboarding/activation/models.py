@@ -30,6 +30,16 @@ class Invitation(Base):
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
     id_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The steps after the PIN (``activation.steps``): when the buyer finished each for this car. The
+    # records they make (consents, billing address, services, links) live in their own tables; these
+    # times make each step resumable and feed the funnel. ``data_pass_done_at`` is also set when the
+    # buyer declines the offer; ``vehicle_done_at`` when the link is made or, without a VIN yet, when
+    # the buyer has read that it follows.
+    terms_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    billing_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    data_pass_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    services_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    vehicle_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_reason: Mapped[str | None] = mapped_column(String(40))

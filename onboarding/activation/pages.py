@@ -27,6 +27,7 @@ from onboarding.web.forms import by_field, csrf_protect
 from onboarding.web.problems import AnsweredInstead
 from onboarding.web.rendering import render
 from onboarding.web.transactions import commit, db_session, in_one_thread
+from vehicles.catalogue import services_for
 from vehicles.service import add_event
 
 router = APIRouter(include_in_schema=False)
@@ -467,7 +468,18 @@ def done(request: Request, session: Db) -> Response:
             if view.state is not LinkState.VALID
             else RedirectResponse("/activate", status_code=303)
         )
-    return render(request, "activation/done.html", _context(request, view), language=_language(view))
+    assert view.order is not None
+    offers = services_for(view.model.services if view.model else None, view.order.country)
+    return render(
+        request,
+        "activation/done.html",
+        # Without a login in the car only the anonymous set works (e.g. navigation): named from the offer.
+        {
+            **_context(request, view),
+            "anonymous_services": [offer for offer in offers if offer.works_without_login],
+        },
+        language=_language(view),
+    )
 
 
 @router.get("/invitation/request")

@@ -1,9 +1,10 @@
 """The activation flow's steps (SPEC §3.4), defined once: ``STEPS``, in their order. Each step is
 resumable: the next step is derived from what is stored, never from where the browser was. The
 pages walk the steps (``next_step``); the order's funnel reports how far the buyer got
-(``invitations.funnel``, one stage per step). Steps so far: the ID (create or log in), the mobile
-number (SMS code), the security PIN (models that need it). A later step (terms, billing, Data Pass,
-services, vehicle link, charging) is one more entry in ``STEPS``."""
+(``invitations.funnel``, one stage per step): the ID (create or log in), the mobile number (SMS
+code), the security PIN (models that need it), terms and consents, the billing address, the Data Pass
+(models that offer it), the connected services, the vehicle link. A later step (charging) is one more
+entry in ``STEPS``."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onboarding.activation.models import Invitation
 from onboarding.identity.models import Account, SecurityPin
-from vehicles.models import VehicleModel
+from vehicles.models import Vehicle, VehicleModel, VehicleRole, VehicleUser
 
 ID, PHONE, PIN = "id", "phone", "pin"
+TERMS, BILLING, DATA_PASS, SERVICES, VEHICLE = "terms", "billing", "data_pass", "services", "vehicle"
 DONE_URL = "/activate/done"
 
 
@@ -41,6 +44,22 @@ class Progress:
     def security_pin(self) -> SecurityPin | None:
         return self.session.get(SecurityPin, self.account.id) if self.account is not None else None
 
+    @cached_property
+    def vehicle_linked_at(self) -> datetime | None:
+        """When the order's vehicle was linked to this invitation's ID as its primary user."""
+        if self.invitation is None or self.invitation.account_id is None:
+            return None
+        return self.session.scalar(
+            select(VehicleUser.linked_at)
+            .join(Vehicle, Vehicle.id == VehicleUser.vehicle_id)
+            .where(
+                Vehicle.order_id == self.invitation.order_id,
+                VehicleUser.account_id == self.invitation.account_id,
+                VehicleUser.role == VehicleRole.PRIMARY,
+                VehicleUser.ended_at.is_(None),
+            )
+        )
+
 
 def _always(model: VehicleModel | None) -> bool:
     return True
@@ -56,6 +75,13 @@ class Step:
     done_at: Callable[[Progress], datetime | None]
     # Whether the flow asks for it, for the car's model.
     applies: Callable[[VehicleModel | None], bool] = _always
+    # When the funnel counts it reached, where that differs from the flow's "done" (the vehicle step is
+    # done for the flow once the buyer has read that the link follows the VIN; the funnel waits for the
+    # link itself).
+    reached_at: Callable[[Progress], datetime | None] | None = None
+
+    def funnel_at(self, progress: Progress) -> datetime | None:
+        return (self.reached_at or self.done_at)(progress)
 
 
 def _id_done_at(progress: Progress) -> datetime | None:
@@ -77,10 +103,43 @@ def _needs_pin(model: VehicleModel | None) -> bool:
     return model is not None and model.requires_security_pin
 
 
+def _offers_data_pass(model: VehicleModel | None) -> bool:
+    return model is not None and model.offers_data_pass
+
+
+def _invitation_time(name: str) -> Callable[[Progress], datetime | None]:
+    def done_at(progress: Progress) -> datetime | None:
+        value: datetime | None = getattr(progress.invitation, name) if progress.invitation else None
+        return value
+
+    return done_at
+
+
+def _vehicle_linked_at(progress: Progress) -> datetime | None:
+    return progress.vehicle_linked_at
+
+
 STEPS: tuple[Step, ...] = (
     Step(ID, "/activate/id", "id_created", _id_done_at),
     Step(PHONE, "/activate/phone", "phone_verified", _phone_done_at),
     Step(PIN, "/activate/pin", "pin_set", _pin_done_at, _needs_pin),
+    Step(TERMS, "/activate/terms", "terms_accepted", _invitation_time("terms_done_at")),
+    Step(BILLING, "/activate/billing", "billing_checked", _invitation_time("billing_done_at")),
+    Step(
+        DATA_PASS,
+        "/activate/data-pass",
+        "data_pass",
+        _invitation_time("data_pass_done_at"),
+        _offers_data_pass,
+    ),
+    Step(SERVICES, "/activate/services", "services_active", _invitation_time("services_done_at")),
+    Step(
+        VEHICLE,
+        "/activate/vehicle",
+        "vehicle_linked",
+        _invitation_time("vehicle_done_at"),
+        reached_at=_vehicle_linked_at,
+    ),
 )
 _BY_NAME = {step.name: step for step in STEPS}
 

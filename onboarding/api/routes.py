@@ -17,7 +17,8 @@ from onboarding.core.text_rules import SafeStr
 from onboarding.web.app_state import settings_of
 from onboarding.web.problems import problem_responses
 from onboarding.web.transactions import db_session
-from vehicles import service
+from vehicles import service, vehicle_link
+from vehicles.catalogue import public_services
 from vehicles.models import Dealer, Order, VehicleModel
 from vehicles.schemas import (
     DealerIn,
@@ -87,7 +88,7 @@ def _model_out(m: VehicleModel) -> VehicleModelOut:
         powertrain=m.powertrain,
         requires_security_pin=m.requires_security_pin,
         offers_data_pass=m.offers_data_pass,
-        services=m.services,
+        services=public_services(m.services),
     )
 
 
@@ -159,7 +160,7 @@ def put_order(
     # ``body`` is the JSON as sent (``OrderBody``): parsed here, so that parsing errors and the field
     # rules are reported together.
     clean = service.check_order(session, order_number, body, today=now.date())
-    order, created, _changed = service.upsert_order(
+    order, created, changed = service.upsert_order(
         session,
         clean,
         now=now,
@@ -167,6 +168,9 @@ def put_order(
         lead_days=settings.invitation_lead_days,
         scope=caller.scope,
     )
+    if "vin" in changed:
+        # A buyer who finished the activation before the VIN was known gets the car linked now.
+        vehicle_link.link_when_vin_known(session, order, settings=settings, now=now)
     session.commit()
     response.status_code = 201 if created else 200
     return _order_out(session, order, clean.hints)
@@ -193,8 +197,11 @@ def put_status(order_number: Code, body: StatusIn, session: Db, caller: Caller, 
 
 
 @router.put("/orders/{order_number}/vin", response_model=OrderOut, responses=_WRITE)
-def put_vin(order_number: Code, body: VinIn, session: Db, caller: Caller) -> OrderOut:
+def put_vin(order_number: Code, body: VinIn, session: Db, caller: Caller, settings: Config) -> OrderOut:
     order = service.get_order(session, order_number, caller.scope)
-    hints = service.set_vin(session, order, body.vin, now=utcnow(), actor=caller.name)
+    now = utcnow()
+    hints = service.set_vin(session, order, body.vin, now=now, actor=caller.name)
+    # A buyer who finished the activation before the VIN was known gets the car linked now.
+    vehicle_link.link_when_vin_known(session, order, settings=settings, now=now)
     session.commit()
     return _order_out(session, order, hints)

@@ -9,10 +9,15 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
+
+
+class DataPassProvider(BaseModel):
+    name: str
+    url: str
 
 
 class Settings(BaseSettings):
@@ -105,6 +110,20 @@ class Settings(BaseSettings):
     # Minimum age for an ID; per-country exceptions, e.g. China (SPEC §3.2).
     minimum_age: int = 16
     minimum_age_by_country: dict[str, int] = {"CN": 14}
+
+    # The Data Pass's mobile network provider per country (SPEC §3.4): the name shown and the page where
+    # the buyer registers. JSON in the environment; the defaults are the demo brand's fictional ones.
+    data_pass_providers: dict[str, DataPassProvider] = {
+        "SE": DataPassProvider(name="Nordnet Mobil", url="https://datapass.nordnet-mobil.example/se"),
+        "NO": DataPassProvider(name="Nordnet Mobil", url="https://datapass.nordnet-mobil.example/no"),
+        "DE": DataPassProvider(name="Funkwerk Daten", url="https://datapass.funkwerk-daten.example/de"),
+    }
+    # Countries where the buyer can follow the order's production status ("track your car").
+    order_tracking_countries: frozenset[str] = frozenset({"SE", "NO", "DE"})
+    # Secondary users per vehicle, and how long their SMS code is valid (SPEC §3.5).
+    secondary_users_max: int = 5
+    secondary_code_valid_hours: int = 12
+    secondary_invitation_valid_days: int = 14
 
     @property
     def dev_mailbox_enabled(self) -> bool:

@@ -169,3 +169,26 @@ class Consent(Base):
     granted_at: Mapped[datetime] = mapped_column(UTCDateTime())
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     source: Mapped[str] = mapped_column(String(40))
+    # Whom the consent concerns, where the kind alone does not say: the partner (dealer code) data is
+    # shared with, the network provider of the Data Pass.
+    subject: Mapped[str | None] = mapped_column(String(64))
+
+
+class BillingAddress(Base):
+    """The ID's billing recipient and address, checked by the buyer during activation (SPEC §3.4)."""
+
+    __tablename__ = "billing_addresses"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    # "private" or "company"
+    kind: Mapped[str] = mapped_column(String(8))
+    recipient_name: Mapped[str] = mapped_column(String(200))
+    company_name: Mapped[str | None] = mapped_column(String(200))
+    vat_id: Mapped[str | None] = mapped_column(String(32))
+    street: Mapped[str] = mapped_column(String(200))
+    street2: Mapped[str | None] = mapped_column(String(200))
+    postal_code: Mapped[str | None] = mapped_column(String(20))
+    city: Mapped[str] = mapped_column(String(100))
+    region: Mapped[str | None] = mapped_column(String(100))
+    country: Mapped[str] = mapped_column(String(2))
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime())

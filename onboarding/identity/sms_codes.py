@@ -27,6 +27,7 @@ from onboarding.identity import audit
 from onboarding.identity.models import Account, SmsChallenge
 
 PHONE, LOGIN, RESET = "phone", "login", "reset"
+SECONDARY = "secondary"  # accepting an invitation as a vehicle's secondary user (SPEC §3.5)
 LOCK_HOURS = 1
 
 
@@ -64,6 +65,14 @@ def mask_phone(phone: str) -> str:
     digits = [c for c in phone if c.isdigit()]
     last = "".join(digits[-4:])
     return f"••• ••• {last[:2]} {last[2:]}"
+
+
+def valid_minutes(settings: Settings, purpose: str) -> int:
+    """How long a code for ``purpose`` is valid: the SMS code's minutes, but a secondary user's code
+    (sent when they accept a primary user's invitation, maybe hours later) for its own hours."""
+    if purpose == SECONDARY:
+        return settings.secondary_code_valid_hours * 60
+    return settings.sms_code_valid_minutes
 
 
 def _code_hash(settings: Settings, account_id: int, purpose: str, phone: str, code: str) -> str:
@@ -117,7 +126,7 @@ def state(
             tries_left=settings.sms_code_max_failures,
             locked=False,
             code_sent=False,
-            valid_minutes=settings.sms_code_valid_minutes,
+            valid_minutes=valid_minutes(settings, purpose),
             resend_seconds=settings.sms_resend_seconds,
         )
     sends = _recent_sends(challenge, now)
@@ -133,21 +142,33 @@ def state(
         tries_left=max(0, settings.sms_code_max_failures - challenge.failures),
         locked=_locked(settings, challenge),
         code_sent=True,
-        valid_minutes=settings.sms_code_valid_minutes,
+        valid_minutes=valid_minutes(settings, purpose),
         resend_seconds=settings.sms_resend_seconds,
     )
 
 
-def sms_text(settings: Settings, code: str, language: str) -> str:
+def sms_text(settings: Settings, code: str, language: str, *, minutes: int | None = None) -> str:
+    """The SMS; ``minutes`` is the code's validity (the SMS code's by default), said in hours when
+    it is whole hours longer than one."""
     host = urlsplit(settings.public_base_url).hostname or "localhost"
+    minutes = settings.sms_code_valid_minutes if minutes is None else minutes
     with use_language(language):
-        text = gettext_(
-            "%(code)s is your %(brand)s verification code. It is valid for %(minutes)s minutes. "
-            "Never share it: we will never ask you for it.",
-            code=code,
-            brand=settings.brand_name,
-            minutes=settings.sms_code_valid_minutes,
-        )
+        if minutes > 60 and minutes % 60 == 0:
+            text = gettext_(
+                "%(code)s is your %(brand)s verification code. It is valid for %(hours)s hours. "
+                "Never share it: we will never ask you for it.",
+                code=code,
+                brand=settings.brand_name,
+                hours=minutes // 60,
+            )
+        else:
+            text = gettext_(
+                "%(code)s is your %(brand)s verification code. It is valid for %(minutes)s minutes. "
+                "Never share it: we will never ask you for it.",
+                code=code,
+                brand=settings.brand_name,
+                minutes=minutes,
+            )
     # The last line lets phones offer the code to this site only (WebOTP, origin-bound one-time codes).
     return f"{text}\n\n@{host} #{code}"
 
@@ -176,6 +197,7 @@ def send_code(
         if sends and now < max(sends) + timedelta(seconds=settings.sms_resend_seconds):
             return SendOutcome.COOLDOWN
     code = f"{secrets.randbelow(10**6):06d}"
+    valid = timedelta(minutes=valid_minutes(settings, purpose))
     digest = _code_hash(settings, account.id, purpose, phone, code)
     if challenge is None:
         challenge = SmsChallenge(
@@ -184,7 +206,7 @@ def send_code(
             phone=phone,
             code_hash=digest,
             code_sent_at=now,
-            code_expires_at=now + timedelta(minutes=settings.sms_code_valid_minutes),
+            code_expires_at=now + valid,
             send_times=[now.isoformat()],
             failures=0,
             created_at=now,
@@ -194,7 +216,7 @@ def send_code(
     else:
         challenge.code_hash = digest
         challenge.code_sent_at = now
-        challenge.code_expires_at = now + timedelta(minutes=settings.sms_code_valid_minutes)
+        challenge.code_expires_at = now + valid
         challenge.send_times = [t.isoformat() for t in _recent_sends(challenge, now)] + [now.isoformat()]
     enqueue_now(
         session,
@@ -202,7 +224,9 @@ def send_code(
             channel="sms",
             purpose=f"sms_code_{purpose}",
             recipient=phone,
-            payload=sms_text(settings, code, account.language).encode(),
+            payload=sms_text(
+                settings, code, account.language, minutes=valid_minutes(settings, purpose)
+            ).encode(),
             reference_id=challenge.id,
         ),
         settings=settings,

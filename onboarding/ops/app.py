@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from onboarding.activation import pages
+from onboarding.activation import car_pages, consent_pages, pages, secondary_pages, vehicle_pages
 from onboarding.api import routes as api_routes
 from onboarding.core.db import engine_of, make_engine, make_session_factory
 from onboarding.core.logconfig import configure_logging
@@ -173,6 +173,10 @@ def create_app(
     app.mount(DOCS_ASSETS_URL, StaticFiles(packages=[("fastapi_offline", "static")]), name="swagger-ui")
     app.include_router(api_routes.router)
     app.include_router(pages.router)
+    app.include_router(consent_pages.router)
+    app.include_router(car_pages.router)
+    app.include_router(vehicle_pages.router)
+    app.include_router(secondary_pages.router)
     app.include_router(auth_pages.router)
     app.include_router(account_pages.router)
     app.include_router(mailbox_pages.router)

@@ -29,10 +29,12 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 orders_app = typer.Typer(help="Orders.", no_args_is_help=True)
 scheduler_app = typer.Typer(help="Scheduled jobs.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys for order systems.", no_args_is_help=True)
+vehicles_app = typer.Typer(help="Vehicles and their users.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(orders_app, name="orders")
 app.add_typer(scheduler_app, name="scheduler")
 app.add_typer(keys_app, name="api-keys")
+app.add_typer(vehicles_app, name="vehicles")
 
 
 @app.callback()
@@ -221,6 +223,32 @@ def api_keys_create(
     scope = ", ".join(key.countries) if key.countries else "all markets"
     typer.echo(f"API key for {key.name} ({scope}); store it now, it is not shown again:", err=True)
     typer.echo(plaintext)
+
+
+@vehicles_app.command("transfer")
+def vehicles_transfer(
+    vin: str,
+    to: Annotated[str, typer.Option("--to", help="The login email of the new owner's ID.")],
+) -> None:
+    """Replace the primary user (a used car's new owner): every current user is removed and told by
+    email, open invitations are withdrawn, the new owner becomes the primary user. Audited as "cli"."""
+    from vehicles.secondary import transfer
+
+    settings = get_settings()
+    try:
+        with transaction(_factory()) as session:
+            done = transfer(session, settings, vin, to, now=utcnow(), actor="cli")
+            removed = [(link.account_id, link.role) for link in done.ended]
+            summary = (done.vehicle.vin, done.new_primary.email, done.revoked_invitations)
+    except ValidationFailed as exc:
+        for error in exc.errors:
+            typer.echo(f"{error.field}: {error.text}", err=True)
+        raise typer.Exit(1) from exc
+    vehicle_vin, new_email, revoked = summary
+    typer.echo(f"Vehicle {vehicle_vin}: primary user is now {new_email}.")
+    for account_id, role in removed:
+        typer.echo(f"Removed {role} user (ID #{account_id}); notified by email.")
+    typer.echo(f"Ended {len(removed)} links, withdrew {revoked} open invitations.")
 
 
 def main() -> None:  # pragma: no cover

@@ -13,7 +13,7 @@ from onboarding.api.keys import create_api_key
 from onboarding.api.models import ApiKey
 from onboarding.core.settings import Settings
 from vehicles.models import Powertrain
-from vehicles.schemas import DealerIn, OrderIn, VehicleModelIn
+from vehicles.schemas import DealerIn, OrderIn, ServiceIn, VehicleModelIn
 from vehicles.service import upsert_dealer, upsert_model, upsert_order, validate_order
 
 DEALERS = {
@@ -46,7 +46,22 @@ DEALERS = {
         language="en",
     ),
 }
-_NORDICS = {c: ["navigation", "remote_climate", "remote_lock", "trip_log"] for c in ("SE", "NO", "DE")}
+# Codes of the standard catalogue (vehicles/catalogue.py), plus one service of the E40's own.
+_BASE: list[str | ServiceIn] = ["navigation", "voice_assistant", "remote_climate", "remote_lock", "trip_log"]
+_NORDICS = {c: _BASE for c in ("SE", "NO", "DE")}
+_BATTERY_CARE = ServiceIn(
+    code="battery_care",
+    name={"en": "Battery care", "de": "Batteriepflege", "sv": "Batterivård", "nb": "Batteripleie"},
+    description={
+        "en": "Battery health reports and charging advice that keep the range up.",
+        "de": "Berichte zum Batteriezustand und Ladetipps, die die Reichweite erhalten.",
+        "sv": "Rapporter om batteriets skick och laddråd som bevarar räckvidden.",
+        "nb": "Rapporter om batteriets tilstand og laderåd som bevarer rekkevidden.",
+    },
+    works_without_login=False,
+    remote_function=False,
+    included_months=60,
+)
 MODELS = {
     "NM-S90-26": VehicleModelIn(
         name="Nordlicht S90",
@@ -70,7 +85,7 @@ MODELS = {
         powertrain=Powertrain.BEV,
         requires_security_pin=True,
         offers_data_pass=True,
-        services={c: [*s, "charging", "data_pass"] for c, s in _NORDICS.items()},
+        services={c: [*s, "charging", "data_pass", _BATTERY_CARE] for c, s in _NORDICS.items()},
     ),
 }
 # (order number, dealer, model, days to delivery, buyer, email, phone, country, language, status)

@@ -157,6 +157,23 @@ def test_order_to_activated_id_in_chromium(
     page.get_by_label("Repeat the PIN").fill("7291")
     page.get_by_role("button", name="Save the PIN").click()
 
+    # Terms and consents, billing address, Data Pass, services, the vehicle (no VIN yet).
+    expect(page).to_have_url(f"{live.url}/activate/terms")
+    page.locator("#accept_terms").check()
+    page.locator("#accept_privacy").check()
+    page.get_by_role("button", name="Accept and continue").click()
+    expect(page).to_have_url(f"{live.url}/activate/billing")
+    page.get_by_label("Street and house number").fill("Storgatan 1")
+    page.get_by_label("Postal code").fill("114 51")
+    page.get_by_label("City").fill("Stockholm")
+    page.get_by_role("button", name="Save and continue").click()
+    expect(page).to_have_url(f"{live.url}/activate/data-pass")
+    page.get_by_role("button", name="Not now").click()
+    expect(page).to_have_url(f"{live.url}/activate/services")
+    page.get_by_role("button", name="Activate the services and continue").click()
+    expect(page).to_have_url(f"{live.url}/activate/vehicle")
+    page.get_by_role("button", name="Continue").click()
+
     expect(page).to_have_url(f"{live.url}/activate/done")
     expect(page.get_by_role("heading", name="Your ID is ready")).to_be_visible()
     expect(page.locator("main")).to_contain_text("Nordlicht E40")

@@ -18,6 +18,7 @@ from tests.conftest import Database, SmtpServer
 from tests.helpers import (
     ID_PASSWORD,
     dev_mailbox_links,
+    finish_after_pin,
     invite_through_api,
     link_in,
     order_payload,
@@ -102,7 +103,9 @@ def test_order_to_created_id(
         state = client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]
         assert state["stage"] == "phone_verified" and state["phone_verified_at"] is not None
         # The E40 needs a security PIN.
-        done = set_pin_step(client)
+        after_pin = set_pin_step(client)
+        assert after_pin.status_code == 303 and after_pin.headers["location"] == "/activate/terms"
+        done = finish_after_pin(client)
         assert done.status_code == 303 and done.headers["location"] == "/activate/done"
         assert client.get("/activate/done").status_code == 200
 
@@ -118,7 +121,11 @@ def test_order_to_created_id(
         assert account is not None and account.email_verified_at is not None
         assert account.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
         assert verify_password(account, PASSWORD) and not verify_password(account, PASSWORD + "x")
-        consents = {(c.kind, c.text_version) for c in session.scalars(select(Consent))}
+        # Recorded when the ID was made (the activation's terms step records its own, with its source).
+        consents = {
+            (c.kind, c.text_version)
+            for c in session.scalars(select(Consent).where(Consent.source == "invitation"))
+        }
         assert consents == {
             ("terms", smtp_settings.terms_version),
             ("privacy_notice", smtp_settings.privacy_version),
@@ -144,7 +151,8 @@ def test_existing_id_logs_in_and_the_car_joins_it(
     client.get(path_of(links[0]))
     assert client.post("/activate/id", data=_create_form(client), follow_redirects=False).status_code == 303
     assert verify_phone_step(client, db.factory).status_code == 303
-    assert set_pin_step(client).headers["location"] == "/activate/done"
+    assert set_pin_step(client).headers["location"] == "/activate/terms"
+    assert finish_after_pin(client).headers["location"] == "/activate/done"
 
     client.cookies.clear()
     client.get(path_of(links[1]))
@@ -162,7 +170,9 @@ def test_existing_id_logs_in_and_the_car_joins_it(
     assert ok.status_code == 303 and ok.headers["location"] == "/activate/id"
     # Signed in as the invitation's ID: the car joins it, and a verified phone and a PIN carry over.
     joined = client.get("/activate/id", follow_redirects=False)
-    assert joined.headers["location"] == "/activate/done"
+    # The terms, billing check, services and link are this car's own.
+    assert joined.headers["location"] == "/activate/terms"
+    assert finish_after_pin(client).headers["location"] == "/activate/done"
     with db.factory() as session:
         assert session.scalar(select(func.count()).select_from(Account)) == 1
     for number in ("SO-1", "SO-2"):

@@ -4,7 +4,6 @@ them in that order and the order's funnel reports them as its stages, in the sam
 from __future__ import annotations
 
 from collections.abc import Callable
-from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -17,7 +16,18 @@ from onboarding.activation.models import Invitation
 from onboarding.core.clock import utcnow
 from onboarding.core.settings import Settings
 from tests.conftest import Database
-from tests.helpers import id_form, invite_through_api, path_of, set_pin_step, verify_phone_step
+from tests.helpers import (
+    billing_step,
+    data_pass_step,
+    id_form,
+    invite_through_api,
+    path_of,
+    services_step,
+    set_pin_step,
+    terms_step,
+    vehicle_step,
+    verify_phone_step,
+)
 from vehicles.models import Order, VehicleModel
 from vehicles.schemas import OnboardingFunnel
 
@@ -51,6 +61,11 @@ _DO: dict[str, Callable[[TestClient, Database], Any]] = {
     steps.ID: lambda client, db: client.post("/activate/id", data=id_form(client), follow_redirects=False),
     steps.PHONE: lambda client, db: verify_phone_step(client, db.factory),
     steps.PIN: lambda client, db: set_pin_step(client),
+    steps.TERMS: lambda client, db: terms_step(client),
+    steps.BILLING: lambda client, db: billing_step(client),
+    steps.DATA_PASS: lambda client, db: data_pass_step(client),
+    steps.SERVICES: lambda client, db: services_step(client),
+    steps.VEHICLE: lambda client, db: vehicle_step(client),
 }
 
 
@@ -67,8 +82,20 @@ def test_a_buyer_walks_the_steps_in_order(
     with db.factory() as session:
         model = session.get(VehicleModel, model_code)
         due = [step for step in steps.STEPS if step.applies(model)]
+    after_pin = [steps.TERMS, steps.BILLING, steps.SERVICES, steps.VEHICLE]
     assert [step.name for step in due] == (
-        [steps.ID, steps.PHONE, steps.PIN] if model_code == "E40" else [steps.ID, steps.PHONE]
+        [
+            steps.ID,
+            steps.PHONE,
+            steps.PIN,
+            steps.TERMS,
+            steps.BILLING,
+            steps.DATA_PASS,
+            steps.SERVICES,
+            steps.VEHICLE,
+        ]
+        if model_code == "E40"
+        else [steps.ID, steps.PHONE, *after_pin]
     )
 
     stage = "opened"
@@ -93,9 +120,11 @@ def test_each_later_step_waits_for_the_one_before(
         early = client.get(step.url, follow_redirects=False)
         assert (early.status_code, early.headers["location"]) == (303, first.url)
     _DO[first.name](client, db)
-    for previous, step in pairwise(later):
+    # Every step after the next one sends the buyer back to the one that is due.
+    due, *after = later
+    for step in after:
         early = client.get(step.url, follow_redirects=False)
-        assert (early.status_code, early.headers["location"]) == (303, previous.url)
+        assert (early.status_code, early.headers["location"]) == (303, due.url)
     client.cookies.delete("onb_session")
     for step in later:
         signed_out = client.get(step.url, follow_redirects=False)

@@ -190,7 +190,9 @@ def test_reference_data_api(db: Database, client: TestClient, api_headers: dict[
         "services": {"no": ["navigation"]},
     }
     response = client.put("/api/v1/models/E40", json=model, headers=api_headers)
-    assert response.status_code == 201 and response.json()["services"] == {"NO": ["navigation"]}
+    assert response.status_code == 201
+    assert [offer["code"] for offer in response.json()["services"]["NO"]] == ["navigation"]
+    assert response.json()["services"]["NO"][0]["works_without_login"] is True
     bad = client.put("/api/v1/models/E41", json={**model, "powertrain": "STEAM"}, headers=api_headers)
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "powertrain"
     with db.factory() as session:

@@ -269,7 +269,7 @@ def test_three_wrong_pins_lock_and_a_web_reset_with_the_password_unlocks(
     assert {"pin_set", "pin_failed", "pin_locked", "pin_unlocked"} <= set(kinds)
 
 
-def test_activation_completes_with_the_pin_step(
+def test_the_pin_step_leads_to_the_terms(
     db: Database, reference: None, settings: Settings, client: TestClient, api_headers: dict[str, str]
 ) -> None:
     client.get(path_of(invite_through_api(client, db.factory, settings, api_headers)))
@@ -278,8 +278,8 @@ def test_activation_completes_with_the_pin_step(
     verify_phone_step(client, db.factory)
     trivial = set_pin_step(client, "1111")
     assert trivial.status_code == 422 and 'id="pin-error"' in trivial.text
-    assert set_pin_step(client).headers["location"] == "/activate/done"
-    assert client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]["stage"] == "completed"
+    assert set_pin_step(client).headers["location"] == "/activate/terms"
+    assert client.get("/api/v1/orders/SO-1", headers=api_headers).json()["onboarding"]["stage"] == "pin_set"
 
 
 def test_only_the_primary_user_sets_the_pin(
@@ -298,7 +298,7 @@ def test_only_the_primary_user_sets_the_pin(
     assert refused.status_code == 303 and refused.headers["location"] == "/login?next=/activate/pin"
     with db.factory() as session:
         assert session.scalars(select(SecurityPin)).first() is None
-    assert set_pin_step(client).headers["location"] == "/activate/done"
+    assert set_pin_step(client).headers["location"] == "/activate/terms"
 
 
 def test_the_pages_state_the_configured_rules_in_the_readers_language(

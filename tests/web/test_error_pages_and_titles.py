@@ -28,7 +28,16 @@ from onboarding.ops.app import create_app
 from onboarding.web.problems import ERROR_PAGES
 from tests.account_support import BIRTH, link_to, log_in, make_account
 from tests.conftest import Database
-from tests.helpers import csrf, id_form, invite_through_api, path_of, set_pin_step, verify_phone_step
+from tests.helpers import (
+    csrf,
+    finish_after_pin,
+    id_form,
+    invite_through_api,
+    path_of,
+    set_pin_step,
+    verify_phone_step,
+)
+from vehicles.models import Vehicle
 
 BRAND = "Nordlicht Motors"
 GENERAL_SUPPORT = "support@nordlicht-motors.example"
@@ -94,6 +103,25 @@ class Visit:
         assert verify_phone_step(self.client, self.db.factory).status_code == 303
         return self
 
+    def at_step(self, url: str, **order: Any) -> Any:
+        """The buyer's page of the activation step ``url`` (after the PIN), the steps before it done."""
+        self.invited(**order)
+        assert self.client.post("/activate/id", data=id_form(self.client)).status_code == 200
+        verify_phone_step(self.client, self.db.factory)
+        if set_pin_step(self.client).status_code != 303:
+            raise AssertionError("the PIN step failed")
+        finish_after_pin(self.client, stop_at=url)
+        return self.client.get(url)
+
+    def with_car(self) -> Visit:
+        """A buyer whose car (with its VIN) is linked to their ID, signed in."""
+        self.at_step("/activate/done", vin="WNL0E40A0R1234567")
+        return self
+
+    def vehicle_id(self) -> int:
+        with self.db.factory() as session:
+            return int(session.scalars(select(Vehicle.id)).one())
+
     def link_in_state(self, **values: Any) -> Any:
         self.invited()
         with self.db.engine.begin() as conn:
@@ -145,7 +173,18 @@ def _password_chosen(v: Visit) -> Any:
 def _done(v: Visit) -> Any:
     v.phone_verified()
     assert set_pin_step(v.client).status_code == 303
+    finish_after_pin(v.client)
     return v.client.get("/activate/done")
+
+
+def _secondary_invitation(v: Visit) -> Any:
+    v.with_car()
+    form = {**csrf(v.client), "first_name": "Nils", "last_name": "Lindqvist", "email": "nils@example.com"}
+    invited = v.client.post(f"/vehicles/{v.vehicle_id()}/users", data={**form, "phone": "+46 70 765 43 21"})
+    assert invited.status_code == 200, invited.text
+    link = link_to(v.db.factory, "nils@example.com", "/secondary/")
+    v.client.cookies.delete("onb_session")  # the invitee, not signed in (the page language stays)
+    return v.client.get(link)
 
 
 PAGES: dict[str, Callable[[Visit], Any]] = {
@@ -170,7 +209,18 @@ PAGES: dict[str, Callable[[Visit], Any]] = {
     "activation: wrong number": lambda v: v.with_id().client.get("/activate/phone/wrong"),
     "activation: wrong number sent": _wrong_number_sent,
     "activation: PIN": lambda v: v.phone_verified().client.get("/activate/pin"),
+    "activation: terms": lambda v: v.at_step("/activate/terms"),
+    "activation: billing": lambda v: v.at_step("/activate/billing"),
+    "activation: Data Pass": lambda v: v.at_step("/activate/data-pass"),
+    "activation: services": lambda v: v.at_step("/activate/services"),
+    "activation: vehicle without VIN": lambda v: v.at_step("/activate/vehicle"),
     "activation: done": _done,
+    "my vehicles": lambda v: v.with_car().client.get("/vehicles"),
+    "my vehicles: none yet": lambda v: v.signed_in().client.get("/vehicles"),
+    "vehicle users": lambda v: v.with_car().client.get(f"/vehicles/{v.vehicle_id()}/users"),
+    "remove a vehicle": lambda v: v.with_car().client.get(f"/vehicles/{v.vehicle_id()}/remove"),
+    "secondary user invitation": _secondary_invitation,
+    "account: consents": lambda v: v.with_car().client.get("/account/consents"),
     "account": lambda v: v.signed_in().client.get("/account"),
     "account: email": lambda v: v.signed_in().client.get("/account/email"),
     "account: password": lambda v: v.signed_in().client.get("/account/password"),

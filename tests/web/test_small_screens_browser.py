@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
 from notifications.models import DevMailboxMessage
+from onboarding.activation import car_pages, consent_pages, secondary_pages, vehicle_pages
 from onboarding.activation import pages as activation_pages
 from onboarding.core.clock import utcnow
 from onboarding.identity import account_pages
@@ -75,6 +76,7 @@ NOT_VISITED = {
     "/password/reset/{token}": "moves the token into a cookie and redirects to /password/reset",
     "/account/email/confirm/{token}": "confirms and redirects, or the same link-problem page",
     "/login/verify": "the code field of the PIN and SMS pages (web/_forms.html code_field)",
+    "/vehicles/{vehicle_id}/leave": "a one-button confirmation like 'remove a vehicle', for secondary users",
 }
 VISITED_ROUTES = {
     "/",
@@ -83,7 +85,17 @@ VISITED_ROUTES = {
     "/activate/phone",
     "/activate/phone/wrong",
     "/activate/pin",
+    "/activate/terms",
+    "/activate/billing",
+    "/activate/data-pass",
+    "/activate/services",
+    "/activate/vehicle",
     "/activate/done",
+    "/vehicles",
+    "/vehicles/{vehicle_id}/users",
+    "/vehicles/{vehicle_id}/remove",
+    "/secondary/{token}",
+    "/account/consents",
     "/invitation/request",
     "/login",
     "/register",
@@ -104,7 +116,16 @@ VISITED_ROUTES = {
 
 
 def page_routes() -> set[str]:
-    routers = (activation_pages.router, identity_pages.router, account_pages.router, mailbox_pages.router)
+    routers = (
+        activation_pages.router,
+        consent_pages.router,
+        car_pages.router,
+        vehicle_pages.router,
+        secondary_pages.router,
+        identity_pages.router,
+        account_pages.router,
+        mailbox_pages.router,
+    )
     return {
         route.path
         for router in routers
