@@ -448,6 +448,16 @@ def _apply(session: Session, order: Order, clean: CleanOrder, *, now: datetime, 
     for name in _TRACKED:
         setattr(order, name, getattr(clean, name))
     if clean.production_status and clean.production_status != order.production_status:
+        if not created:
+            # Dated on the order's timeline like a status update, for "track your car".
+            add_event(
+                session,
+                order,
+                "status",
+                "order_system",
+                now,
+                f"{order.production_status} -> {clean.production_status}",
+            )
         order.production_status = clean.production_status
         changed.append("production_status")
     if email_changed and order.invited_at and not order.onboarded_at:

@@ -238,3 +238,20 @@ def test_openapi_is_published(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert "/api/v1/orders/{order_number}" in spec["paths"]
     assert "/api/v1/dealers/{dealer_code}" in spec["paths"]
+
+
+def test_a_status_changed_by_the_order_put_is_dated_on_the_timeline(
+    db: Database, reference: None, client: TestClient, api_headers: dict[str, str]
+) -> None:
+    """My vehicles' "track your car" dates each production status by the timeline's status events,
+    whichever endpoint set it."""
+    delivery = (utcnow() + timedelta(days=60)).date()
+    assert (
+        client.put("/api/v1/orders/SO-9", json=order_payload(delivery), headers=api_headers).status_code
+        == 201
+    )
+    moved = order_payload(delivery, production_status="in_production")
+    assert client.put("/api/v1/orders/SO-9", json=moved, headers=api_headers).status_code == 200
+    with db.factory() as session:
+        details = session.scalars(select(OrderEvent.detail).where(OrderEvent.kind == "status")).all()
+    assert details == ["ordered -> in_production"]
