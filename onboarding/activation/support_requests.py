@@ -23,6 +23,7 @@ KINDS = {
     "new_invitation": "Request for a new invitation",
     "no_sms": "No SMS code received",
     "wrong_phone": "Wrong phone number",
+    "vehicle_pairing": "Pairing a car with a code (check the registration papers)",
 }
 
 

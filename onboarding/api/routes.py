@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, Response, Security
 from fastapi.security import HTTPBearer
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from onboarding.activation import invitations
@@ -19,6 +20,7 @@ from onboarding.web.problems import problem_responses
 from onboarding.web.transactions import db_session
 from vehicles import service, vehicle_link
 from vehicles.catalogue import public_services
+from vehicles.incar import clients
 from vehicles.models import Dealer, Order, VehicleModel
 from vehicles.schemas import (
     DealerIn,
@@ -38,6 +40,8 @@ async def _json_body(request: Request) -> None:
     (with 500 clients queued, their hops crowded out the admitted requests' threads)."""
     if request.method not in ("PUT", "POST", "PATCH"):
         return
+    if request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers:
+        return  # no body at all (the vehicle credential PUT takes none): nothing to refuse
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "application/json" and not (
         media_type.startswith("application/") and media_type.endswith("+json")
@@ -205,3 +209,34 @@ def put_vin(order_number: Code, body: VinIn, session: Db, caller: Caller, settin
     vehicle_link.link_when_vin_known(session, order, settings=settings, now=now)
     session.commit()
     return _order_out(session, order, hints)
+
+
+class VehicleCredentialOut(BaseModel):
+    """A vehicle's OAuth client credential. The secret is shown only in this answer."""
+
+    vin: str
+    client_id: str = Field(description="The car's OAuth client id (`vehicle-` + VIN).")
+    client_secret: str = Field(description="Shown once; only its hash is stored. A new PUT rotates it.")
+
+
+@router.put(
+    "/vehicles/{vin}/credential",
+    response_model=VehicleCredentialOut,
+    responses={201: {"model": VehicleCredentialOut}, **_WRITE},
+)
+def put_vehicle_credential(
+    vin: Annotated[str, Path(min_length=1, max_length=64)], session: Db, caller: Caller, response: Response
+) -> VehicleCredentialOut:
+    """Provision the car's OAuth client credential at production (SPEC §3.7), or rotate it: the old
+    secret stops working at once. 201 when the vehicle got its first credential, 200 on rotation. No
+    body. A key limited to some markets may only provision VINs of its markets' orders (or cars)."""
+    clean = clients.checked_vin(session, vin)
+    if caller.scope.countries is not None:
+        country = clients.market_of(session, clean)
+        if country is None or not caller.scope.allows(country):
+            raise Forbidden("This API key may only provision vehicles of orders in its markets.")
+    client, secret = clients.provision(session, clean, now=utcnow(), actor=caller.name)
+    created = client.rotated_at is None
+    session.commit()
+    response.status_code = 201 if created else 200
+    return VehicleCredentialOut(vin=client.vin, client_id=client.client_id, client_secret=secret)

@@ -125,6 +125,19 @@ class Settings(BaseSettings):
     secondary_code_valid_hours: int = 12
     secondary_invitation_valid_days: int = 14
 
+    # The in-car API (SPEC §3.7): device logins, tokens, the retry grace of a rotated refresh token,
+    # pairing codes.
+    device_code_valid_minutes: int = 10
+    device_poll_interval_seconds: int = 5
+    incar_access_token_minutes: int = 10
+    incar_refresh_token_days: int = 90
+    incar_refresh_retry_seconds: int = 30
+    pairing_code_valid_minutes: int = 10
+    # The OAuth endpoints per client address and per vehicle client (a car polls every 5 s and
+    # refreshes every few minutes; many cars may share a carrier's address).
+    rate_limit_incar_per_ip: str = "1200/minute"
+    rate_limit_incar_per_client: str = "60/minute;1200/hour"
+
     @property
     def dev_mailbox_enabled(self) -> bool:
         return not self.smtp_host

@@ -485,9 +485,9 @@ def phone_verify(
 
 @router.post("/sign-out-everywhere", dependencies=[Csrf])
 def sign_out_everywhere(request: Request, session: Db, me: Me) -> Response:
-    """Every web session of the ID ends, this one included (in-car tokens join when the in-car API exists)."""
+    """Every web session of the ID ends, this one included, and the cars' logins with it."""
     now = utcnow()
-    ended = web_sessions.end_all(session, me.account.id, now=now, reason="signed_out_everywhere")
+    ended = web_sessions.sign_out_everywhere(session, me.account.id, now=now, reason="signed_out_everywhere")
     audit.record(
         session,
         "signed_out_everywhere",

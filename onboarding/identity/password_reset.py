@@ -138,7 +138,7 @@ def complete_reset(
     set_password(account, password, confirmation, now=now)
     row.used_at = now
     login.unlock(account)
-    ended = web_sessions.end_all(session, account.id, now=now, reason="password_reset")
+    ended = web_sessions.sign_out_everywhere(session, account.id, now=now, reason="password_reset")
     audit.record(session, "password_reset", now=now, account_id=account.id, ip=ip, sessions_ended=ended)
     notify_password_changed(session, settings, account, now=now)
 

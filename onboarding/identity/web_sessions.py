@@ -5,6 +5,7 @@ passed, password changed. The old one is ended, so a token seen before login is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -186,6 +187,21 @@ def end_all(
         statement = statement.where(WebSession.id != keep.id)
     result = session.execute(statement.values(ended_at=now, ended_reason=reason))  # loaded rows follow
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# Called, in the caller's transaction, with (session, account_id, now) when an ID is signed out of all
+# its devices: the in-car API subscribes (``vehicles.incar.revocation``) and ends the cars' grants;
+# identity sits below it and cannot call it.
+SignedOutEverywhere = Callable[[Session, int, datetime], None]
+on_signed_out_everywhere: list[SignedOutEverywhere] = []
+
+
+def sign_out_everywhere(session: Session, account_id: int, *, now: datetime, reason: str) -> int:
+    """Every web session of the ID ends, and every subscriber (in-car logins) ends its part."""
+    ended = end_all(session, account_id, now=now, reason=reason)
+    for subscriber in list(on_signed_out_everywhere):
+        subscriber(session, account_id, now)
+    return ended
 
 
 def sign_out_device(

@@ -17,7 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from onboarding.activation import car_pages, consent_pages, pages, secondary_pages, vehicle_pages
+from onboarding.activation import (
+    car_pages,
+    consent_pages,
+    pages,
+    pairing_pages,
+    secondary_pages,
+    vehicle_pages,
+)
 from onboarding.api import routes as api_routes
 from onboarding.core.db import engine_of, make_engine, make_session_factory
 from onboarding.core.logconfig import configure_logging
@@ -31,6 +38,9 @@ from onboarding.web.admission import admission_for
 from onboarding.web.problems import EXCEPTION_HANDLERS, openapi_with_problems
 from onboarding.web.request_context import RequestContext
 from onboarding.web.transactions import AdmitApiRequests
+from vehicles.incar import pages as incar_pages
+from vehicles.incar import routes as incar_routes
+from vehicles.incar import vehicle_routes as incar_vehicle_routes
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -177,6 +187,10 @@ def create_app(
     app.include_router(car_pages.router)
     app.include_router(vehicle_pages.router)
     app.include_router(secondary_pages.router)
+    app.include_router(pairing_pages.router)
+    app.include_router(incar_routes.router)
+    app.include_router(incar_vehicle_routes.router)
+    app.include_router(incar_pages.router)
     app.include_router(auth_pages.router)
     app.include_router(account_pages.router)
     app.include_router(mailbox_pages.router)

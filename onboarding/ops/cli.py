@@ -225,6 +225,26 @@ def api_keys_create(
     typer.echo(plaintext)
 
 
+@vehicles_app.command("provision")
+def vehicles_provision(vin: str) -> None:
+    """Provision the car's OAuth client credential (SPEC §3.7), or rotate it (the old secret stops
+    working at once). The secret is printed once; only its hash is stored. Audited as "cli"."""
+    from vehicles.incar.clients import provision
+
+    try:
+        with transaction(_factory()) as session:
+            client, secret = provision(session, vin, now=utcnow(), actor="cli")
+            client_id, rotated = client.client_id, client.rotated_at is not None
+    except ValidationFailed as exc:
+        for error in exc.errors:
+            typer.echo(f"{error.field}: {error.text}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"client_id: {client_id}")
+    typer.echo(f"client_secret: {secret}")
+    typer.echo("Rotated: the old secret no longer works." if rotated else "Provisioned.")
+    typer.echo("The secret is shown only now; store it in the vehicle.")
+
+
 @vehicles_app.command("transfer")
 def vehicles_transfer(
     vin: str,

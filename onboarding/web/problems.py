@@ -82,9 +82,19 @@ def _reason_phrase(status: int) -> str:
         return ""
 
 
+# Paths machines call (the order-system API, the in-car API, the OAuth endpoints): answered with problem
+# documents, never HTML pages. (The OAuth endpoints' own errors are RFC 6749 JSON; this covers what the
+# framework answers before them: 405, 413, an unknown route.)
+MACHINE_PATHS = ("/api/", "/incar/", "/oauth/", "/.well-known/")
+
+
+def _machine_path(path: str) -> bool:
+    return path.startswith(MACHINE_PATHS)
+
+
 def _service_unavailable(request: Request, retry_after_seconds: int, detail: str = _BUSY) -> Response:
     response: Response
-    if request.url.path.startswith("/api/"):
+    if _machine_path(request.url.path):
         response = problem(503, "Service unavailable", detail)
     else:
         response = error_page(request, 503, detail)
@@ -151,7 +161,7 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 
 def _request_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    if not request.url.path.startswith("/api/"):
+    if not _machine_path(request.url.path):
         # A page's form that does not fit its fields (a value longer than any field takes): a page.
         return error_page(request, 422)
     errors = exc.errors()
@@ -245,7 +255,7 @@ def _forbidden(request: Request, exc: Exception) -> Response:
 def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     response: Response
-    if request.url.path.startswith("/api/"):
+    if _machine_path(request.url.path):
         response = problem(exc.status_code, str(exc.detail))
     else:
         detail = exc.detail if isinstance(exc.detail, str) else None

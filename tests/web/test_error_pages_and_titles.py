@@ -21,6 +21,7 @@ from notifications.models import DevMailboxMessage
 from notifications.support import FALLBACK_NOTE
 from onboarding.activation.models import Invitation
 from onboarding.core.clock import utcnow
+from onboarding.core.db import transaction
 from onboarding.core.i18n import gettext_, use_language
 from onboarding.core.settings import Settings
 from onboarding.identity.models import Consent
@@ -37,6 +38,7 @@ from tests.helpers import (
     set_pin_step,
     verify_phone_step,
 )
+from vehicles.incar import clients, device_login
 from vehicles.models import Vehicle
 
 BRAND = "Nordlicht Motors"
@@ -187,6 +189,16 @@ def _secondary_invitation(v: Visit) -> Any:
     return v.client.get(link)
 
 
+def _device_login(v: Visit) -> Any:
+    """A car of the signed-in buyer asks to log in: the confirmation page for its user code."""
+    v.with_car()
+    with transaction(v.db.factory) as session:
+        client, _secret = clients.provision(session, "WNL0E40A0R1234567", now=utcnow())
+        authorization, _device_code = device_login.start(session, v.settings, client, "", now=utcnow())
+        user_code = authorization.user_code
+    return v.client.get(f"/device?user_code={user_code}")
+
+
 PAGES: dict[str, Callable[[Visit], Any]] = {
     "home": lambda v: v.client.get("/"),
     "login": lambda v: v.client.get("/login"),
@@ -221,6 +233,9 @@ PAGES: dict[str, Callable[[Visit], Any]] = {
     "remove a vehicle": lambda v: v.with_car().client.get(f"/vehicles/{v.vehicle_id()}/remove"),
     "secondary user invitation": _secondary_invitation,
     "account: consents": lambda v: v.with_car().client.get("/account/consents"),
+    "car login: enter the code": lambda v: v.signed_in().client.get("/device"),
+    "car login: confirm": _device_login,
+    "add a car with a pairing code": lambda v: v.signed_in().client.get("/vehicles/pair"),
     "account": lambda v: v.signed_in().client.get("/account"),
     "account: email": lambda v: v.signed_in().client.get("/account/email"),
     "account: password": lambda v: v.signed_in().client.get("/account/password"),

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
 from notifications.models import DevMailboxMessage
-from onboarding.activation import car_pages, consent_pages, secondary_pages, vehicle_pages
+from onboarding.activation import car_pages, consent_pages, pairing_pages, secondary_pages, vehicle_pages
 from onboarding.activation import pages as activation_pages
 from onboarding.core.clock import utcnow
 from onboarding.identity import account_pages
@@ -27,6 +27,7 @@ from onboarding.web.rendering import LANGUAGE_COOKIE
 from tests.conftest import Database
 from tests.helpers import csrf
 from tests.web.test_error_pages_and_titles import PAGES, Visit
+from vehicles.incar import pages as incar_pages
 
 pytestmark = pytest.mark.browser
 # Layout does not depend on the database: SQLite only.
@@ -77,6 +78,7 @@ NOT_VISITED = {
     "/account/email/confirm/{token}": "confirms and redirects, or the same link-problem page",
     "/login/verify": "the code field of the PIN and SMS pages (web/_forms.html code_field)",
     "/vehicles/{vehicle_id}/leave": "a one-button confirmation like 'remove a vehicle', for secondary users",
+    "/device/qr.svg": "an image for the car's screen, not a page",
 }
 VISITED_ROUTES = {
     "/",
@@ -96,6 +98,8 @@ VISITED_ROUTES = {
     "/vehicles/{vehicle_id}/remove",
     "/secondary/{token}",
     "/account/consents",
+    "/device",
+    "/vehicles/pair",
     "/invitation/request",
     "/login",
     "/register",
@@ -122,6 +126,8 @@ def page_routes() -> set[str]:
         car_pages.router,
         vehicle_pages.router,
         secondary_pages.router,
+        pairing_pages.router,
+        incar_pages.router,
         identity_pages.router,
         account_pages.router,
         mailbox_pages.router,
