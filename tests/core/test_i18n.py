@@ -89,6 +89,8 @@ def test_extraction_finds_the_marked_strings() -> None:
     assert "Continue to activation:" in messages
     assert "The password must not contain your name or email address." in messages
     assert "Must not be empty." in messages
+    # Page templates of packages outside onboarding/ (the in-car API's /device pages).
+    assert "Log in to this car?" in messages
     # The fallback note reaches the pages as support.note and must be translatable too.
     assert FALLBACK_NOTE in messages
     locations = [loc for locs in messages.values() for loc in locs]
