@@ -7,7 +7,7 @@ message once the short lease runs out."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,8 +21,19 @@ SEND_NOW_KEY = "outbox.send_now"
 SEND_NOW_LEASE = timedelta(seconds=60)
 
 
+# Senders of channels owned by upper layers (the OCPI token push registers "ocpi"): they register a
+# factory here, as this package may not import them.
+channel_senders: dict[str, Callable[[Settings, sessionmaker[Session]], outbox.Sender]] = {}
+
+
 def default_senders(settings: Settings, factory: sessionmaker[Session]) -> dict[str, outbox.Sender]:
-    return {"email": email_sender(settings, factory), "sms": sms_sender(settings, factory)}
+    senders: dict[str, outbox.Sender] = {
+        "email": email_sender(settings, factory),
+        "sms": sms_sender(settings, factory),
+    }
+    for channel, make in channel_senders.items():
+        senders[channel] = make(settings, factory)
+    return senders
 
 
 def enqueue_now(session: Session, message: outbox.NewMessage, *, settings: Settings, now: datetime) -> None:

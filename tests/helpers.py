@@ -193,6 +193,16 @@ def vehicle_step(client: Any) -> Any:
     return client.post("/activate/vehicle", data=csrf(client), follow_redirects=False)
 
 
+def charging_step(client: Any, choice: str = "book") -> Any:
+    """The charging offer (plug-in hybrids and electric cars): ``book`` books where the car is linked
+    already (otherwise the page offers only "Not now", which is taken), ``decline`` is "Not now"."""
+    shown = client.get("/activate/charging", follow_redirects=False)
+    assert shown.status_code == 200, shown.text[:500]
+    if choice == "book" and 'name="choice" value="book"' not in shown.text:
+        choice = "decline"
+    return client.post("/activate/charging", data={**csrf(client), "choice": choice}, follow_redirects=False)
+
+
 def finish_after_pin(client: Any, stop_at: str = "/activate/done") -> Any:
     """The steps after the PIN, each as the page that is due asks (Data Pass only where offered), up to
     the step ``stop_at``; the last answer (the redirect to the done page or to ``stop_at``)."""
@@ -202,6 +212,7 @@ def finish_after_pin(client: Any, stop_at: str = "/activate/done") -> Any:
         "/activate/data-pass": data_pass_step,
         "/activate/services": services_step,
         "/activate/vehicle": vehicle_step,
+        "/activate/charging": charging_step,
     }
     answer = None
     due = _due_step(client)

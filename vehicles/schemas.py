@@ -145,7 +145,7 @@ class OnboardingFunnel(BaseModel):
     stage: str = Field(
         description=(
             "not_due, due, invited, opened, id_created, phone_verified, pin_set, terms_accepted, "
-            "billing_checked, data_pass, services_active, vehicle_linked or completed"
+            "billing_checked, data_pass, services_active, vehicle_linked, charging or completed"
         )
     )
     invite_after: date | None
@@ -159,6 +159,9 @@ class OnboardingFunnel(BaseModel):
     data_pass_at: datetime | None = None
     services_active_at: datetime | None = None
     vehicle_linked_at: datetime | None = None
+    charging_at: datetime | None = Field(
+        default=None, description="the charging service booked or declined (plug-in hybrids, electric cars)"
+    )
     completed_at: datetime | None
     invitation: InvitationState | None
     invitation_failure: str | None = Field(

@@ -607,6 +607,7 @@ def funnel(session: Session, order: Order, *, now: datetime) -> OnboardingFunnel
         data_pass_at=done_at[steps.DATA_PASS],
         services_active_at=done_at[steps.SERVICES],
         vehicle_linked_at=done_at[steps.VEHICLE],
+        charging_at=done_at[steps.CHARGING],
         completed_at=invitation.completed_at if invitation else None,
         invitation=state,
     )

@@ -18,6 +18,7 @@ from onboarding.activation import invitations
 from onboarding.core.clock import utcnow
 from onboarding.core.db import transaction
 from onboarding.core.settings import Settings
+from vehicles.charging import cards
 from vehicles.models import Dealer, VehicleModel
 
 log = structlog.get_logger(__name__)
@@ -29,6 +30,7 @@ class JobReport:
     reminded: int = 0
     sent: int = 0
     failed: int = 0
+    cards_overdue: int = 0
 
 
 def queue_due_reminders(factory: sessionmaker[Session], settings: Settings, *, now: datetime) -> int:
@@ -41,6 +43,13 @@ def queue_due_reminders(factory: sessionmaker[Session], settings: Settings, *, n
         reminded += queued
         if claimed == 0:
             return reminded
+
+
+def flag_overdue_cards(factory: sessionmaker[Session], settings: Settings, *, now: datetime) -> int:
+    """Charging cards not delivered in time: flagged, support told once per card (its own transaction;
+    the emails go with this pass's drain)."""
+    with transaction(factory) as session:
+        return cards.flag_overdue(session, settings, now=now)
 
 
 class Handover:
@@ -152,6 +161,7 @@ async def run_due_jobs(
                 factory, settings, now=now(), written=written, held=held, clock=now
             )
             report.reminded = await asyncio.to_thread(queue_due_reminders, factory, settings, now=now())
+            report.cards_overdue = await asyncio.to_thread(flag_overdue_cards, factory, settings, now=now())
         finally:
             written.end()
 
@@ -207,6 +217,6 @@ async def run_due_jobs(
     finally:
         for sender in senders.values():
             await sender.close()
-    if report.invited or report.reminded or report.sent or report.failed:
+    if report.invited or report.reminded or report.sent or report.failed or report.cards_overdue:
         log.info("scheduler.pass", **vars(report))
     return report

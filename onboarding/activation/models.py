@@ -40,6 +40,8 @@ class Invitation(Base):
     data_pass_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     services_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     vehicle_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The charging service offer (plug-in hybrids and electric cars): booked or declined.
+    charging_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_reason: Mapped[str | None] = mapped_column(String(40))

@@ -22,6 +22,7 @@ from vehicles.models import Vehicle, VehicleModel, VehicleRole, VehicleUser
 
 ID, PHONE, PIN = "id", "phone", "pin"
 TERMS, BILLING, DATA_PASS, SERVICES, VEHICLE = "terms", "billing", "data_pass", "services", "vehicle"
+CHARGING = "charging"
 DONE_URL = "/activate/done"
 
 
@@ -115,6 +116,11 @@ def _invitation_time(name: str) -> Callable[[Progress], datetime | None]:
     return done_at
 
 
+def _plugs_in(model: VehicleModel | None) -> bool:
+    # The charging service is offered for plug-in hybrids and electric cars (SPEC §3.6).
+    return model is not None and model.powertrain in ("PHEV", "BEV")
+
+
 def _vehicle_linked_at(progress: Progress) -> datetime | None:
     return progress.vehicle_linked_at
 
@@ -140,6 +146,7 @@ STEPS: tuple[Step, ...] = (
         _invitation_time("vehicle_done_at"),
         reached_at=_vehicle_linked_at,
     ),
+    Step(CHARGING, "/activate/charging", "charging", _invitation_time("charging_done_at"), _plugs_in),
 )
 _BY_NAME = {step.name: step for step in STEPS}
 

@@ -24,6 +24,9 @@ from onboarding.identity.models import SecurityPin
 from onboarding.web.app_state import settings_of
 from onboarding.web.rendering import render
 from vehicles.catalogue import ServiceOffer, services_for
+from vehicles.charging import cards as charging_cards
+from vehicles.charging import contracts as charging_contracts
+from vehicles.charging.models import ChargingCard, ChargingContract
 from vehicles.models import (
     Order,
     OrderEvent,
@@ -38,6 +41,16 @@ from vehicles.subscriptions import active_services
 
 router = APIRouter(include_in_schema=False)
 Me = Annotated[web_sessions.CurrentSession, Depends(signed_in)]
+
+# A charging card's state as the buyer reads it.
+CARD_STATES = {
+    "requested": N_("Ordered"),
+    "produced": N_("Produced"),
+    "shipped": N_("On its way"),
+    "delivered": N_("Delivered"),
+    "blocked": N_("Blocked"),
+    "replaced": N_("Replaced"),
+}
 
 # The production timeline, first to last (a cancelled order shows its status instead).
 TRACKED_STATUSES: tuple[tuple[ProductionStatus, str], ...] = (
@@ -67,6 +80,10 @@ class CarView:
     pin_state: str | None = None  # "set", "not_set", "locked"; None when the model needs none
     tracking: list[TrackingStep] | None = None
     cancelled: bool = False
+    # The charging service (plug-in hybrids and electric cars): the live contract and its cards.
+    plugs_in: bool = False
+    charging: ChargingContract | None = None
+    charging_cards: list[ChargingCard] = field(default_factory=list)
 
     @property
     def primary(self) -> bool:
@@ -123,6 +140,11 @@ def _cars(session: Session, settings: Settings, account_id: int, today: date) ->
         ]
         if model is not None and model.requires_security_pin:
             car.pin_state = _pin_state(session, account_id)
+        car.plugs_in = model is not None and model.powertrain in charging_contracts.PLUG_IN_POWERTRAINS
+        if car.plugs_in:
+            car.charging = charging_contracts.live_contract(session, vehicle.id)
+            if car.charging is not None:
+                car.charging_cards = charging_cards.cards_of(session, car.charging.id)
         order = session.get(Order, vehicle.order_id) if vehicle.order_id is not None else None
         if order is not None and order.country in settings.order_tracking_countries:
             car.cancelled = order.production_status == ProductionStatus.CANCELLED
@@ -162,6 +184,7 @@ def my_vehicles(request: Request, session: Db, me: Me) -> Response:
             # /activate works only with the invitation's cookie (set when its emailed link was opened).
             "has_invite_cookie": bool(request.cookies.get(INVITE_COOKIE)),
             "signed_in_as": account.email,
+            "card_states": {state: lazy_gettext(label) for state, label in CARD_STATES.items()},
         },
         language=account.language,
     )

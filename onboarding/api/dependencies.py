@@ -18,6 +18,8 @@ from onboarding.web.transactions import db_session
 class ApiCaller:
     name: str
     scope: Scope
+    # What the key may call (``keys.KEY_SCOPES``): the order system's endpoints or card states.
+    key_scope: str = "order_system"
 
 
 def api_caller(request: Request, session: Session = Depends(db_session)) -> ApiCaller:
@@ -41,4 +43,8 @@ def api_caller(request: Request, session: Session = Depends(db_session)) -> ApiC
             begin_read(session)
         else:
             record_use(session, key, now=now)  # committed with the request's work
-    return ApiCaller(f"api:{key.name}", Scope(frozenset(key.countries) if key.countries else None))
+    return ApiCaller(
+        f"api:{key.name}",
+        Scope(frozenset(key.countries) if key.countries else None),
+        key.scope or "order_system",
+    )

@@ -17,11 +17,24 @@ from onboarding.core.fields import KNOWN_COUNTRIES
 KEY_PREFIX = "onb"
 
 
+ORDER_SYSTEM, CARD_SUPPLIER = "order_system", "card_supplier"
+KEY_SCOPES = (ORDER_SYSTEM, CARD_SUPPLIER)
+
+
 def create_api_key(
-    session: Session, name: str, *, now: datetime, countries: list[str] | None = None
+    session: Session,
+    name: str,
+    *,
+    now: datetime,
+    countries: list[str] | None = None,
+    scope: str = ORDER_SYSTEM,
 ) -> tuple[ApiKey, str]:
+    """A new key; ``scope`` says what it may call: the order system's endpoints or, for the charging
+    card supplier, card states only."""
     name = name.strip()
     errors = []
+    if scope not in KEY_SCOPES:
+        errors.append(FieldError("scope", f"Unknown scope '{scope}': use {' or '.join(KEY_SCOPES)}."))
     if not 1 <= len(name) <= 100:
         errors.append(FieldError("name", "Give the integration a name of 1-100 characters."))
     markets = sorted({c.strip().upper() for c in countries}) if countries else None
@@ -32,7 +45,14 @@ def create_api_key(
         raise ValidationFailed(errors)
     prefix = secrets.token_hex(6)
     plaintext = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-    key = ApiKey(name=name, prefix=prefix, key_hash=token_hash(plaintext), countries=markets, created_at=now)
+    key = ApiKey(
+        name=name,
+        prefix=prefix,
+        key_hash=token_hash(plaintext),
+        countries=markets,
+        scope=scope,
+        created_at=now,
+    )
     session.add(key)
     session.flush()
     return key, plaintext

@@ -21,6 +21,9 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64))
     # None: every market; otherwise the countries whose orders this integration may touch.
     countries: Mapped[list[str] | None] = mapped_column(JSON)
+    # What the key may call: "order_system" (orders, reference data, vehicle credentials) or
+    # "card_supplier" (charging card states only).
+    scope: Mapped[str] = mapped_column(String(20), default="order_system", server_default="order_system")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

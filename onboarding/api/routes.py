@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from onboarding.activation import invitations
 from onboarding.api.dependencies import ApiCaller, api_caller
+from onboarding.api.keys import CARD_SUPPLIER, ORDER_SYSTEM
 from onboarding.core.clock import utcnow
-from onboarding.core.errors import Forbidden
+from onboarding.core.errors import Forbidden, NotFound
 from onboarding.core.settings import Settings
 from onboarding.core.text_rules import SafeStr
 from onboarding.web.app_state import settings_of
@@ -20,6 +21,7 @@ from onboarding.web.problems import problem_responses
 from onboarding.web.transactions import db_session
 from vehicles import service, vehicle_link
 from vehicles.catalogue import public_services
+from vehicles.charging import cards
 from vehicles.incar import clients
 from vehicles.models import Dealer, Order, VehicleModel
 from vehicles.schemas import (
@@ -68,7 +70,24 @@ OrderNumber = Annotated[
     Path(json_schema_extra={"minLength": 1, "maxLength": 64, "pattern": r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"}),
 ]
 Db = Annotated[Session, Depends(db_session)]
-Caller = Annotated[ApiCaller, Depends(api_caller)]
+
+
+def order_system_caller(caller: Annotated[ApiCaller, Depends(api_caller)]) -> ApiCaller:
+    """The caller of an order-system endpoint: a card supplier's key may not call it."""
+    if caller.key_scope != ORDER_SYSTEM:
+        raise Forbidden("This API key may not call the order system's endpoints.")
+    return caller
+
+
+def card_supplier_caller(caller: Annotated[ApiCaller, Depends(api_caller)]) -> ApiCaller:
+    """The caller of the card supplier's endpoint: only a key with the card supplier's scope."""
+    if caller.key_scope != CARD_SUPPLIER:
+        raise Forbidden("Only the card supplier's API key may report card states.")
+    return caller
+
+
+Caller = Annotated[ApiCaller, Depends(order_system_caller)]
+SupplierCaller = Annotated[ApiCaller, Depends(card_supplier_caller)]
 Config = Annotated[Settings, Depends(settings_of)]
 
 
@@ -240,3 +259,47 @@ def put_vehicle_credential(
     session.commit()
     response.status_code = 201 if created else 200
     return VehicleCredentialOut(vin=client.vin, client_id=client.client_id, client_secret=secret)
+
+
+# --- the charging card supplier -------------------------------------------------------------------------
+
+
+class CardStateIn(BaseModel):
+    state: str = Field(
+        min_length=1,
+        max_length=20,
+        description="produced, shipped or delivered (requested → produced → shipped → delivered)",
+    )
+
+
+class CardStateOut(BaseModel):
+    id: int
+    state: str
+    expected_by: str
+    last_updated: str
+
+
+@router.put(
+    "/charging-cards/{card_id}/state",
+    response_model=CardStateOut,
+    responses=_WRITE,
+    tags=["card supplier"],
+)
+def put_card_state(
+    card_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    body: CardStateIn,
+    session: Db,
+    caller: SupplierCaller,
+) -> CardStateOut:
+    """The card supplier reports a charging card's state; a state the card cannot move to is a 422
+    naming "state", and repeating the current state changes nothing."""
+    card = cards.supplier_update(session, card_id, body.state.strip().lower(), now=utcnow())
+    if card is None:
+        raise NotFound("No such charging card.")
+    session.commit()
+    return CardStateOut(
+        id=card.id,
+        state=card.state,
+        expected_by=card.expected_by.isoformat(),
+        last_updated=card.last_updated.isoformat(),
+    )

@@ -138,6 +138,15 @@ class Settings(BaseSettings):
     rate_limit_incar_per_ip: str = "1200/minute"
     rate_limit_incar_per_client: str = "60/minute;1200/hour"
 
+    # The charging service (SPEC §3.6): the eMSP's identity in eMAIDs and OCPI (ISO 3166 country, a
+    # 3-character provider/party id), card delivery, and OCPI 2.2.1's allowance for unencoded tokens.
+    emsp_country_code: str = "SE"
+    emsp_party_id: str = "NLM"
+    charging_card_delivery_days: int = 10
+    ocpi_accept_unencoded_tokens: bool = False
+    # Requests per registered operator (real-time authorisations come at the operator's pace).
+    rate_limit_ocpi_per_party: str = "1000/second"
+
     @property
     def dev_mailbox_enabled(self) -> bool:
         return not self.smtp_host

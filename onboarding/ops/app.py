@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onboarding.activation import (
     car_pages,
+    charging_pages,
     consent_pages,
     pages,
     pairing_pages,
@@ -38,6 +39,7 @@ from onboarding.web.admission import admission_for
 from onboarding.web.problems import EXCEPTION_HANDLERS, openapi_with_problems
 from onboarding.web.request_context import RequestContext
 from onboarding.web.transactions import AdmitApiRequests
+from vehicles.charging import ocpi_push, ocpi_routes
 from vehicles.incar import pages as incar_pages
 from vehicles.incar import routes as incar_routes
 from vehicles.incar import vehicle_routes as incar_vehicle_routes
@@ -121,6 +123,7 @@ def create_app(
     assert all_models.TABLE_MODULES
     settings = settings or get_settings()
     configure_logging()
+    ocpi_push.install(settings)  # the OCPI push signs with this instance's settings
     factory = session_factory or make_session_factory(
         make_engine(
             settings.database_url,
@@ -188,6 +191,8 @@ def create_app(
     app.include_router(vehicle_pages.router)
     app.include_router(secondary_pages.router)
     app.include_router(pairing_pages.router)
+    app.include_router(charging_pages.router)
+    app.include_router(ocpi_routes.router)
     app.include_router(incar_routes.router)
     app.include_router(incar_vehicle_routes.router)
     app.include_router(incar_pages.router)

@@ -35,6 +35,10 @@ app.add_typer(orders_app, name="orders")
 app.add_typer(scheduler_app, name="scheduler")
 app.add_typer(keys_app, name="api-keys")
 app.add_typer(vehicles_app, name="vehicles")
+ocpi_app = typer.Typer(help="OCPI 2.2.1 (charging).", no_args_is_help=True)
+ocpi_parties_app = typer.Typer(help="Charge-point operators (OCPI parties).", no_args_is_help=True)
+ocpi_app.add_typer(ocpi_parties_app, name="parties")
+app.add_typer(ocpi_app, name="ocpi")
 
 
 @app.callback()
@@ -204,24 +208,67 @@ def run_once() -> None:
     )
 
 
+@ocpi_parties_app.command("add")
+def ocpi_parties_add(
+    country: Annotated[str, typer.Option(help="The operator's ISO 3166-1 alpha-2 country code.")],
+    party: Annotated[str, typer.Option(help="The operator's three-character party id.")],
+    name: Annotated[str, typer.Option(help="The operator's name.")],
+    tokens_url: Annotated[
+        str | None, typer.Option(help="The operator's Tokens receiver endpoint (for pushes).")
+    ] = None,
+    their_token: Annotated[
+        str | None,
+        typer.Option(help="The credentials token the operator gave us for its endpoints (kept sealed)."),
+    ] = None,
+) -> None:
+    """Register a charge-point operator; its credentials token is printed once (only its hash is stored)."""
+    from vehicles.charging.ocpi_2_2_1 import add_party
+
+    try:
+        with transaction(_factory()) as session:
+            added, token = add_party(
+                session,
+                get_settings(),
+                country_code=country,
+                party_id=party,
+                name=name,
+                tokens_url=tokens_url,
+                their_token=their_token,
+                now=utcnow(),
+            )
+            label = f"{added.country_code}/{added.party_id} {added.name}"
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"OCPI credentials token for {label}; give it to the operator now, it is not shown again:", err=True
+    )
+    typer.echo(token)
+
+
 @keys_app.command("create")
 def api_keys_create(
     name: str,
     country: Annotated[
         list[str] | None, typer.Option(help="Limit the key to these markets (repeatable).")
     ] = None,
+    scope: Annotated[
+        str, typer.Option(help="What the key may call: order_system, or card_supplier (card states only).")
+    ] = "order_system",
 ) -> None:
     """Create an API key; it is printed once and only its hash is stored."""
     from onboarding.api.keys import create_api_key
 
     try:
         with transaction(_factory()) as session:
-            key, plaintext = create_api_key(session, name, now=utcnow(), countries=country)
+            key, plaintext = create_api_key(session, name, now=utcnow(), countries=country, scope=scope)
     except ValidationFailed as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
-    scope = ", ".join(key.countries) if key.countries else "all markets"
-    typer.echo(f"API key for {key.name} ({scope}); store it now, it is not shown again:", err=True)
+    markets = ", ".join(key.countries) if key.countries else "all markets"
+    typer.echo(
+        f"API key ({key.scope}) for {key.name} ({markets}); store it now, it is not shown again:", err=True
+    )
     typer.echo(plaintext)
 
 

@@ -173,6 +173,9 @@ def test_order_to_activated_id_in_chromium(
     page.get_by_role("button", name="Activate the services and continue").click()
     expect(page).to_have_url(f"{live.url}/activate/vehicle")
     page.get_by_role("button", name="Continue").click()
+    # An electric car: the charging service is offered (booked later, once the car is linked).
+    expect(page).to_have_url(f"{live.url}/activate/charging")
+    page.get_by_role("button", name="Not now").click()
 
     expect(page).to_have_url(f"{live.url}/activate/done")
     expect(page.get_by_role("heading", name="Your ID is ready")).to_be_visible()

@@ -22,6 +22,7 @@ from tests.activation.test_browser import BUYER, STRONG_PASSWORD, onboarding_sta
 from tests.browser_support import CHROMIUM_ARGS, PHONE, LiveServer, live_server, require_chromium
 from tests.conftest import Database, SmtpServer
 from tests.sms_gateway import Gateway, wait_for_code
+from vehicles.charging.models import ChargingCard, ChargingContract
 from vehicles.models import Vehicle, VehicleService, VehicleUser
 
 pytestmark = pytest.mark.browser
@@ -181,13 +182,22 @@ def test_a_swedish_bev_buyer_with_pin_data_pass_and_a_company_address(
     expect(main).not_to_contain_text("Fjärrlåsning")
     buyer.submit("/activate/services")
 
-    # The order has a VIN: the car is linked at once and the flow ends.
+    # The order has a VIN: the car is linked at once; an electric car is offered the charging service.
+    expect(buyer.page).to_have_url(f"{live.url}/activate/charging")
+    assert buyer.restart_and_reopen_the_link() == "/activate/charging"
+    buyer.submit("/activate/charging", "")  # the first form books
     expect(buyer.page).to_have_url(f"{live.url}/activate/done")
     expect(buyer.page.locator("main")).to_contain_text(buyer.text("What happens next in your car"))
     buyer.page.locator('main a[href="/vehicles"]').first.click()
     expect(buyer.page).to_have_url(f"{live.url}/vehicles")
     expect(buyer.page.locator("main")).to_contain_text(VIN)
-    assert buyer.restarts == 6
+    with db.factory() as session:
+        contract = session.scalars(select(ChargingContract)).one()
+        card = session.scalars(select(ChargingCard)).one()
+    # My vehicles shows the contract and its card on its way.
+    expect(buyer.page.locator("main")).to_contain_text(contract.emaid)
+    expect(buyer.page.locator("main")).to_contain_text(card.visual_number)
+    assert buyer.restarts == 7
 
     state = onboarding_state(api, "B-2001")
     assert state["stage"] == "completed" and state["vehicle_linked_at"] is not None

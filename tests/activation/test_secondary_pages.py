@@ -205,7 +205,7 @@ def test_every_primary_only_route_refuses_a_secondary_user_and_a_stranger_and_ch
         for method in route.methods or ()
     }
     assert about_a_vehicle - open_to_secondary_users == set(guarded), about_a_vehicle
-    values = {"vehicle_id": vehicle_id, "link_id": link_id, "invitation_id": invitation_id}
+    values = {"vehicle_id": vehicle_id, "link_id": link_id, "invitation_id": invitation_id, "card_id": 1}
     form = {"first_name": "Nils", "last_name": "Ek", "email": "nils@example.com", "phone": "070 111 22 33"}
     with db.factory() as session:
         before = _snapshot(session)

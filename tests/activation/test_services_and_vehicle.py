@@ -41,7 +41,7 @@ FERRY = {
 MODEL = {
     "name": "Nordlicht X1",
     "model_year": 2028,
-    "powertrain": "BEV",
+    "powertrain": "ICE",  # no charging step: the vehicle link ends the flow
     "requires_security_pin": False,
     "offers_data_pass": False,
     # Different services per country: the Swedish order sees only the Swedish ones.

@@ -35,7 +35,7 @@ def test_the_api_keeps_its_contract(
     # Schemathesis's Python API (its lazy pytest fixture loader does not run under pytest 9).
     schema = schemathesis.openapi.from_asgi("/openapi.json", client.app).include(path_regex="^/api/")
     operations = [result.ok() for result in schema.get_all_operations() if isinstance(result, Ok)]
-    assert len(operations) == 7
+    assert len(operations) == 8
     for operation in operations:
 
         @given(case=operation.as_strategy(mode))

@@ -226,6 +226,7 @@ PAGES: dict[str, Callable[[Visit], Any]] = {
     "activation: Data Pass": lambda v: v.at_step("/activate/data-pass"),
     "activation: services": lambda v: v.at_step("/activate/services"),
     "activation: vehicle without VIN": lambda v: v.at_step("/activate/vehicle"),
+    "activation: charging": lambda v: v.at_step("/activate/charging"),
     "activation: done": _done,
     "my vehicles": lambda v: v.with_car().client.get("/vehicles"),
     "my vehicles: none yet": lambda v: v.signed_in().client.get("/vehicles"),

@@ -17,7 +17,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
 from notifications.models import DevMailboxMessage
-from onboarding.activation import car_pages, consent_pages, pairing_pages, secondary_pages, vehicle_pages
+from onboarding.activation import (
+    car_pages,
+    charging_pages,
+    consent_pages,
+    pairing_pages,
+    secondary_pages,
+    vehicle_pages,
+)
 from onboarding.activation import pages as activation_pages
 from onboarding.core.clock import utcnow
 from onboarding.identity import account_pages
@@ -92,6 +99,7 @@ VISITED_ROUTES = {
     "/activate/data-pass",
     "/activate/services",
     "/activate/vehicle",
+    "/activate/charging",
     "/activate/done",
     "/vehicles",
     "/vehicles/{vehicle_id}/users",
@@ -124,6 +132,7 @@ def page_routes() -> set[str]:
         activation_pages.router,
         consent_pages.router,
         car_pages.router,
+        charging_pages.router,
         vehicle_pages.router,
         secondary_pages.router,
         pairing_pages.router,
