@@ -5,6 +5,7 @@ the form is rate limited."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ from tests.helpers import csrf, order_payload, put_order
 from tests.vehicles.incar.incar_support import VIN, make_car
 from vehicles import links
 from vehicles.incar import clients, pairing
-from vehicles.incar.models import VehicleClient
+from vehicles.incar.models import PairingCode, VehicleClient
 from vehicles.models import Vehicle, VehicleRole
 
 pytestmark = pytest.mark.usefixtures("reference")
@@ -102,3 +103,33 @@ def test_wrong_codes_are_field_errors_and_rate_limited(
     log_in(client, "owner@example.com")
     statuses = [_pair(client, "BCDFGHJK").status_code for _ in range(6)]
     assert statuses == [422] * 5 + [429]
+
+
+def test_two_ids_entering_one_code_at_once_use_it_once(
+    client: TestClient, db: Database, settings: Settings
+) -> None:
+    put_order(db.factory, settings, "PAIR-3", NOW, **order_payload(NOW.date() + timedelta(days=30), vin=VIN))
+    code = _code(db, settings)
+    browsers = []
+    for email in ("owner@example.com", "other@example.com"):
+        make_account(db.factory, settings, NOW, email=email)
+        browser = TestClient(client.app)
+        log_in(browser, email)
+        browsers.append(browser)
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def enter(browser: TestClient) -> None:
+        barrier.wait(timeout=10)
+        statuses.append(_pair(browser, code).status_code)
+
+    threads = [threading.Thread(target=enter, args=(b,)) for b in browsers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [200, 422], statuses
+    with db.factory() as session:
+        used = session.scalars(select(PairingCode)).one()
+        assert used.used_at is not None
+    assert _support_requests(db) == []

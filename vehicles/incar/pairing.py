@@ -15,8 +15,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from onboarding.core.crypto import token_hash
@@ -109,7 +110,10 @@ def redeem(
     otherwise the outcome says what the web page must hand to support. ``ValidationFailed`` (field
     ``code``) for an unknown, used or expired code."""
     row = _usable_code(session, entered, now)
-    if row is None:
+    # The code is claimed before anything else: of two IDs entering it at once, one gets the car and the
+    # other the same answer as for a used code (on PostgreSQL it waits for the first to commit).
+    claimed = row is not None and _claim(session, row, account, now)
+    if row is None or not claimed:
         audit.record(session, "pairing_code_refused", now=now, account_id=account.id, ip=ip)
         raise ValidationFailed([FieldError("code", WRONG_CODE, "invalid_code")])
     vin = row.vin
@@ -136,6 +140,16 @@ def redeem(
         session, "pairing_code_used", now=now, account_id=account.id, ip=ip, vin=vin, outcome=str(outcome)
     )
     return Pairing(outcome, vin, vehicle, order)
+
+
+def _claim(session: Session, row: PairingCode, account: Account, now: datetime) -> bool:
+    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        update(PairingCode)
+        .where(PairingCode.id == row.id, PairingCode.used_at.is_(None))
+        .values(used_at=now, account_id=account.id)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
 def _link_primary(session: Session, vehicle: Vehicle, account: Account, *, now: datetime) -> PairingOutcome:
