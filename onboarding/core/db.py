@@ -8,14 +8,19 @@ two processes (several schedulers) upgrade a read lock at the same moment. A tra
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+import psycopg
+from psycopg.rows import namedtuple_row
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import Connection, DateTime, Engine, MetaData, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -135,11 +140,14 @@ def _configure_sqlite(engine: Engine, *, busy_milliseconds: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        read = connection.get_execution_options().get(_READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+        options = connection.get_execution_options()
+        if options.get(_SINGLE_STATEMENT, False):
+            return  # the driver's autocommit: the statement is a transaction of its own
+        connection.exec_driver_sql("BEGIN" if options.get(_READ_ONLY, False) else "BEGIN IMMEDIATE")
 
 
 _READ_ONLY = "onboarding_read_only"
+_SINGLE_STATEMENT = "onboarding_single_statement"
 
 
 def begin_read(session: Session) -> None:
@@ -158,6 +166,99 @@ def begin_read(session: Session) -> None:
     else:
         session.connection(execution_options={_READ_ONLY: True, "isolation_level": "AUTOCOMMIT"})
     session.info[_READ_ONLY] = session.get_transaction()  # see in_read
+
+
+@contextmanager
+def read_connection(engine: Engine, *, single_statement: bool = False) -> Iterator[Connection]:
+    """A connection for a read of a statement or two, without an ORM session (a hot path's lookups):
+    begun as ``begin_read`` begins a session's read, rolled back and returned to the pool on exit.
+
+    ``single_statement``: the caller runs one ``SELECT``, which is then a transaction of its own on
+    SQLite too (no ``BEGIN`` and ``ROLLBACK``: each is a trip into the driver that lets go of the
+    GIL, and under load getting it back costs more than the statement)."""
+    options: dict[str, Any] = {_READ_ONLY: True}
+    if engine.dialect.name != "sqlite":  # see begin_read
+        options["isolation_level"] = "AUTOCOMMIT"
+    elif single_statement:
+        options[_SINGLE_STATEMENT] = True
+    with engine.connect() as connection:
+        connection.execution_options(**options)
+        yield connection
+
+
+AnySelect: TypeAlias = Select[*tuple[Any, ...]]
+
+
+class PointReads:
+    """One-statement reads (a row by its key) answered on the event loop, without a worker thread:
+    the hot paths whose whole work is one lookup (an operator's real-time authorisation).
+
+    A worker thread costs a hop there and back, and every driver call in it lets go of the GIL and
+    must win it back from the busy event loop: measured (bench/ocpi.py), that cost more than the
+    statement. On PostgreSQL the statement runs on psycopg's asyncio connections (autocommit, a
+    ``psycopg_pool`` pool of its own as large as the admission's slots), compiled once by SQLAlchemy;
+    SQLAlchemy's asyncio engine was measured at three times the CPU of a bare psycopg query. Rows
+    then carry the driver's values (timestamps aware, in the server's zone). On SQLite it runs on the
+    loop itself: a local read of an indexed row in WAL mode takes tens of microseconds and never
+    waits for a writer (readers see the last commit; only a checkpoint in RESTART or TRUNCATE mode
+    could make them wait, and nothing here runs one)."""
+
+    def __init__(self, engine: Engine, pool_size: int) -> None:
+        self.engine = engine
+        self.pool_size = pool_size
+        self._compiled: dict[int, tuple[AnySelect, str, dict[str, Any]]] = {}
+        # One pool per event loop: a test client may run each request on a loop of its own.
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _sql(self, statement: AnySelect) -> tuple[str, dict[str, Any]]:
+        found = self._compiled.get(id(statement))
+        if found is None or found[0] is not statement:
+            compiled = statement.compile(dialect=self.engine.dialect)
+            found = (statement, str(compiled), dict(compiled.params))
+            self._compiled[id(statement)] = found
+        return found[1], found[2]
+
+    async def _pool(self) -> AsyncConnectionPool[Any]:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            conninfo = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            pool = AsyncConnectionPool(
+                conninfo,
+                min_size=1,
+                max_size=self.pool_size,
+                kwargs={"autocommit": True, "row_factory": namedtuple_row},
+                open=False,
+            )
+            self._pools[loop] = pool
+            await pool.open()
+        return pool
+
+    async def first(self, statement: AnySelect, parameters: dict[str, Any]) -> Any:
+        """The first row (attributes by column name), or None."""
+        if self.engine.dialect.name == "sqlite":
+            with read_connection(self.engine, single_statement=True) as connection:
+                return connection.execute(statement, parameters).first()
+        sql, defaults = self._sql(statement)
+        pool = await self._pool()
+        for attempt in (1, 2):
+            try:
+                async with pool.connection() as connection:
+                    cursor = await connection.execute(sql, {**defaults, **parameters})
+                    return await cursor.fetchone()
+            except psycopg.OperationalError:
+                # A connection that died while idle (a server restart): the pool drops it; once more.
+                if attempt == 2:
+                    raise
+        return None
+
+    async def dispose(self) -> None:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.pop(loop, None)
+        if pool is not None:
+            await pool.close()
 
 
 def in_read(session: Session) -> bool:

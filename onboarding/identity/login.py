@@ -25,6 +25,7 @@ class LoginOutcome(StrEnum):
     UNVERIFIED = "unverified"
     FAILED = "failed"
     LOCKED = "locked"
+    BLOCKED = "blocked"
     RATE_LIMITED = "rate_limited"
 
 
@@ -101,6 +102,9 @@ def check_password(
         locked = record_failure(session, settings, account, now=now, ip=ip, factor="password")
         return LoginResult(LoginOutcome.LOCKED if locked else LoginOutcome.FAILED, account)
     unlock(account)
+    if account.blocked_at is not None:  # told only to whoever knows the password
+        audit.record(session, "login_refused_blocked", now=now, account_id=account.id, ip=ip)
+        return LoginResult(LoginOutcome.BLOCKED, account)
     if account.email_verified_at is None:
         return LoginResult(LoginOutcome.UNVERIFIED, account)
     if account.two_factor:

@@ -41,6 +41,9 @@ class Account(Base):
     totp_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The last accepted TOTP time step: a code is never accepted twice.
     totp_last_counter: Mapped[int | None] = mapped_column(Integer)
+    # Blocked by support (``onboarding accounts block``): no sign-in, cards no longer valid.
+    blocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    blocked_reason: Mapped[str | None] = mapped_column(String(200))
 
     @property
     def has_verified_phone(self) -> bool:

@@ -70,6 +70,10 @@ FAILURES = {
             "%(minutes)s minutes to protect your security. You can reset your password to unlock it now."
         ),
     ),
+    login.LoginOutcome.BLOCKED: (
+        403,
+        N_("This ID is blocked. Please contact customer support; the contact is at the bottom of the page."),
+    ),
     login.LoginOutcome.RATE_LIMITED: (429, TOO_MANY_ATTEMPTS),
 }
 

@@ -27,7 +27,7 @@ from onboarding.activation import (
     vehicle_pages,
 )
 from onboarding.api import routes as api_routes
-from onboarding.core.db import engine_of, make_engine, make_session_factory
+from onboarding.core.db import PointReads, engine_of, make_engine, make_session_factory
 from onboarding.core.logconfig import configure_logging
 from onboarding.core.settings import Settings, get_settings
 from onboarding.identity import account_pages
@@ -142,6 +142,7 @@ def create_app(
         finally:
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
+            await app.state.point_reads.dispose()
 
     app = FastAPI(
         title=f"{settings.brand_name} onboarding",
@@ -155,6 +156,7 @@ def create_app(
     app.state.settings = settings
     app.state.session_factory = factory
     app.state.admission = admission_for(settings, engine_of(factory))
+    app.state.point_reads = PointReads(engine_of(factory), app.state.admission.capacity)
     app.state.rate_limits = RateLimits.from_settings(settings)
     for exc_type, handler in EXCEPTION_HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
@@ -184,6 +186,8 @@ def create_app(
         return HTMLResponse(docs_body, headers={"Content-Security-Policy": docs_policy})
 
     app.mount(DOCS_ASSETS_URL, StaticFiles(packages=[("fastapi_offline", "static")]), name="swagger-ui")
+    # Operators' real-time authorisations are the latency-bound path; routes are matched in order.
+    app.include_router(ocpi_routes.router)
     app.include_router(api_routes.router)
     app.include_router(pages.router)
     app.include_router(consent_pages.router)
@@ -192,7 +196,6 @@ def create_app(
     app.include_router(secondary_pages.router)
     app.include_router(pairing_pages.router)
     app.include_router(charging_pages.router)
-    app.include_router(ocpi_routes.router)
     app.include_router(incar_routes.router)
     app.include_router(incar_vehicle_routes.router)
     app.include_router(incar_pages.router)

@@ -35,6 +35,8 @@ app.add_typer(orders_app, name="orders")
 app.add_typer(scheduler_app, name="scheduler")
 app.add_typer(keys_app, name="api-keys")
 app.add_typer(vehicles_app, name="vehicles")
+accounts_app = typer.Typer(help="IDs (buyers' accounts).", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
 ocpi_app = typer.Typer(help="OCPI 2.2.1 (charging).", no_args_is_help=True)
 ocpi_parties_app = typer.Typer(help="Charge-point operators (OCPI parties).", no_args_is_help=True)
 ocpi_app.add_typer(ocpi_parties_app, name="parties")
@@ -316,6 +318,44 @@ def vehicles_transfer(
     for account_id, role in removed:
         typer.echo(f"Removed {role} user (ID #{account_id}); notified by email.")
     typer.echo(f"Ended {len(removed)} links, withdrew {revoked} open invitations.")
+
+
+@accounts_app.command("block")
+def accounts_block(
+    email: str,
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept on the ID and in the audit log).")],
+) -> None:
+    """Block an ID: it can no longer sign in, its sessions and in-car logins end, and its charging
+    cards are blocked (operators are told). Audited as "cli"."""
+    from onboarding.identity import account_blocking
+    from onboarding.identity.accounts import find_account
+
+    with transaction(_factory()) as session:
+        account = find_account(session, email)
+        if account is None:
+            typer.echo(f"email: no ID has the address {email!r}.", err=True)
+            raise typer.Exit(1)
+        try:
+            done = account_blocking.block(session, account, reason=reason, actor="cli", now=utcnow())
+        except ValueError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from exc
+    typer.echo(f"ID {account.email} blocked." if done else f"ID {account.email} was blocked already.")
+
+
+@accounts_app.command("unblock")
+def accounts_unblock(email: str) -> None:
+    """Let a blocked ID sign in again (what ended stays ended: cards are booked again). Audited."""
+    from onboarding.identity import account_blocking
+    from onboarding.identity.accounts import find_account
+
+    with transaction(_factory()) as session:
+        account = find_account(session, email)
+        if account is None:
+            typer.echo(f"email: no ID has the address {email!r}.", err=True)
+            raise typer.Exit(1)
+        done = account_blocking.unblock(session, account, actor="cli", now=utcnow())
+    typer.echo(f"ID {account.email} unblocked." if done else f"ID {account.email} was not blocked.")
 
 
 def main() -> None:  # pragma: no cover

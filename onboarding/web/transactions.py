@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
 from fastapi import BackgroundTasks, Request
 from fastapi.responses import Response
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Send
@@ -18,11 +20,13 @@ from starlette.types import Scope as ASGIScope
 
 from notifications.outbox import ClaimedMessage
 from notifications.senders import send_claimed, take_claimed
-from onboarding.core.db import in_read
+from onboarding.core.db import AnySelect, PointReads, engine_of, in_read, read_connection
 from onboarding.core.settings import Settings
 from onboarding.web.admission import Admission, ClientGone, Overloaded
 from onboarding.web.app_state import settings_of
 from onboarding.web.problems import _BUSY, problem
+
+T = TypeVar("T")
 
 
 def commit(request: Request, session: Session, background: BackgroundTasks | None = None) -> None:
@@ -196,3 +200,26 @@ async def in_one_thread(
 
     async with admitted(request):
         return await anyio.to_thread.run_sync(run, limiter=limiter)
+
+
+async def read_in_one_thread(
+    request: Request, work: Callable[[Connection], T], *, single_statement: bool = False
+) -> T:
+    """``in_one_thread`` for a read on a bare connection (``read_connection``): no ORM session to
+    open and end, no ``BEGIN`` on PostgreSQL (nor on SQLite for a ``single_statement``)."""
+    engine = engine_of(request.app.state.session_factory)
+
+    def run() -> T:
+        with read_connection(engine, single_statement=single_statement) as connection:
+            return work(connection)
+
+    async with admitted(request):
+        return await anyio.to_thread.run_sync(run)
+
+
+async def point_read(request: Request, statement: AnySelect, parameters: dict[str, Any]) -> Any:
+    """The first row of a one-statement read, once the request is admitted, on the event loop
+    (``PointReads``)."""
+    reads: PointReads = request.app.state.point_reads
+    async with admitted(request):
+        return await reads.first(statement, parameters)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from onboarding.core.errors import FieldError, ValidationFailed
 from onboarding.core.i18n import N_
 from onboarding.core.settings import Settings
-from onboarding.identity import audit
+from onboarding.identity import account_blocking, audit
 from onboarding.identity.models import Account
 from vehicles import links
 from vehicles.charging import cards
@@ -140,3 +140,19 @@ def end_contracts_of_ended_link(session: Session, event: links.LinkEnded) -> Non
         )
     ).all():
         end_contract(session, contract, reason=event.reason, now=event.at)
+
+
+def end_contracts_of_deactivated_account(
+    session: Session, event: account_blocking.AccountDeactivated
+) -> None:
+    """A blocked (or deleted) ID's contracts end and their cards are blocked, so the operators are
+    told at once that the tokens are no longer valid."""
+    for contract in session.scalars(
+        select(ChargingContract).where(
+            ChargingContract.account_id == event.account_id, ChargingContract.ended_at.is_(None)
+        )
+    ).all():
+        end_contract(session, contract, reason=event.reason, now=event.at)
+
+
+account_blocking.on_account_deactivated.append(end_contracts_of_deactivated_account)

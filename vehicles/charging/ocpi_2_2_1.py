@@ -4,9 +4,10 @@ credentials of the charge-point operators (parties) that call us.
 
 Validity (Token.valid, spec "Is this Token valid"): a card is the driver's from the moment it exists
 (requested, produced, shipped, delivered): a card in the post may be valid, as nobody else holds it.
-A blocked or replaced card, a card of an ended contract (ended: the service ended, the car was
-removed, the account ended) is not. An account removed deletes its contracts and cards (cascade):
-its tokens then become unknown (404 / 2004 on authorisation).
+A blocked or replaced card is not, nor a card of an ended contract: ending a contract (the car
+removed, the holder's link ended, the ID blocked by support) blocks its cards, so the answer is
+BLOCKED and the change is pushed. Deleting an ID (SPEC §3.10, not built yet) is to deactivate it the
+same way first (``identity.account_blocking.deactivate``).
 
 Whitelist: a valid card is ``ALLOWED_OFFLINE`` (real-time authorisation in normal operation, allowed
 when the CPO cannot reach us); an invalid one ``NEVER``, so that a stolen card is never let through on
@@ -20,10 +21,10 @@ import binascii
 import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from onboarding.core.crypto import new_token, seal_text, token_hash
@@ -184,6 +185,13 @@ class Envelope(OcpiModel, Generic[DataT]):
         return ocpi_datetime(value)
 
 
+def authorization_json(info: AuthorizationInfo, *, now: datetime) -> bytes:
+    """The success envelope of an AuthorizationInfo as JSON, serialised by pydantic in one pass
+    (None fields left out): the real-time authorisation's answer."""
+    answer = _AuthorizationEnvelope.model_construct(data=info, status_code=int(Status.SUCCESS), timestamp=now)
+    return answer.model_dump_json(exclude_none=True).encode()
+
+
 def envelope(data: object, status: Status, message: str | None, *, now: datetime) -> dict[str, object]:
     """The envelope as JSON-ready data (``data`` left out when None, as for 2004)."""
     body: dict[str, object] = {"status_code": int(status), "timestamp": ocpi_datetime(now)}
@@ -192,6 +200,9 @@ def envelope(data: object, status: Status, message: str | None, *, now: datetime
     if message is not None:
         body["status_message"] = message
     return body
+
+
+_AuthorizationEnvelope = Envelope[AuthorizationInfo]
 
 
 # -- tokens ------------------------------------------------------------------------------------------
@@ -318,40 +329,108 @@ def parse_cursor(text: str) -> tuple[datetime, int]:
     return parse_ocpi_datetime(at), int(card_id)
 
 
-class UnknownToken(Exception):
-    """The eMSP does not know the token: HTTP 404 with OCPI status 2004 (mod_tokens POST)."""
+# Built once: the real-time authorisation is the operators' hot path. The caller's credentials and
+# the token are read in one statement (the party, left-joined to the card): one round trip, and an
+# operator's revocation or a card's blocking counts from the next call, with nothing cached.
+AUTHORIZATION = (
+    select(
+        OcpiParty.id,
+        OcpiParty.revoked_at,
+        OcpiParty.token_hash,
+        ChargingCard.uid,
+        ChargingCard.state,
+        ChargingCard.visual_number,
+        ChargingCard.last_updated,
+        ChargingContract.emaid,
+        ChargingContract.ended_at,
+    )
+    .select_from(OcpiParty)
+    .outerjoin(ChargingCard, ChargingCard.uid == bindparam("uid"))
+    .outerjoin(ChargingContract, ChargingContract.id == ChargingCard.contract_id)
+    .where(OcpiParty.token_hash.in_([bindparam("token_hash"), bindparam("raw_token_hash")]))
+    # Two rows only if the header's decoded and raw forms are two parties' tokens: the decoded wins.
+    .order_by((OcpiParty.token_hash == bindparam("token_hash")).desc())
+    .limit(1)
+)
+
+
+def allowed_for(card_state: str, contract_ended: bool) -> AllowedType:
+    if card_state in BLOCKED_CARD_STATES:
+        return AllowedType.BLOCKED
+    if contract_ended:
+        return AllowedType.EXPIRED
+    if card_state not in VALID_CARD_STATES:
+        return AllowedType.NOT_ALLOWED
+    return AllowedType.ALLOWED
+
+
+@dataclass(frozen=True)
+class Authorization:
+    party_id: int  # the calling operator
+    info: AuthorizationInfo | None  # None: we do not know the token (HTTP 404, OCPI 2004)
+
+
+def authorization_parameters(
+    settings: Settings, authorization_header: str | None, uid: str, type: TokenType
+) -> dict[str, str] | None:
+    """The parameters of ``AUTHORIZATION`` for this call; None when it presents no credentials."""
+    hashes = _credential_hashes(authorization_header, settings)
+    if hashes is None:
+        return None
+    # Only RFID cards are ours; another type or an impossible uid matches no card.
+    card_uid = uid.upper() if type is TokenType.RFID and len(uid) <= 14 else ""
+    return {"uid": card_uid, "token_hash": hashes[0], "raw_token_hash": hashes[1]}
+
+
+def authorization_of(
+    row: Any,
+    settings: Settings,
+    location_references: LocationReferences | None,
+) -> Authorization | None:
+    """The answer to a real-time authorisation from its ``AUTHORIZATION`` row; None when the
+    caller's credentials are unknown or revoked.
+
+    We have no location restrictions (the spec: the eMSP shall not judge a location by its opening
+    hours or EVSE state), so a valid card is ALLOWED at any location, returned with all its EVSEs."""
+    if row is None or row.revoked_at is not None:
+        return None
+    if row.uid is None:
+        return Authorization(row.id, None)
+    allowed = allowed_for(row.state, row.ended_at is not None)
+    valid = allowed is AllowedType.ALLOWED
+    # Built without validation: every value is ours, of the column types the model was written for.
+    token = Token.model_construct(
+        country_code=settings.emsp_country_code,
+        party_id=settings.emsp_party_id,
+        uid=row.uid,
+        type=TokenType.RFID,
+        contract_id=row.emaid,
+        visual_number=row.visual_number,
+        issuer=settings.brand_name[:64],
+        valid=valid,
+        whitelist=WhitelistType.ALLOWED_OFFLINE if valid else WhitelistType.NEVER,
+        last_updated=row.last_updated,
+    )
+    info = AuthorizationInfo.model_construct(
+        allowed=allowed, token=token, location=location_references if valid else None
+    )
+    return Authorization(row.id, info)
 
 
 def authorize(
-    session: Session,
+    connection: Connection,
     settings: Settings,
+    authorization_header: str | None,
     uid: str,
     type: TokenType,
     location_references: LocationReferences | None,
-) -> AuthorizationInfo:
-    """Real-time authorisation of one token. We have no location restrictions (the spec: the eMSP
-    shall not judge a location by its opening hours or EVSE state), so a valid card is ALLOWED at any
-    location, returned with all its EVSEs."""
-    if type is not TokenType.RFID:
-        raise UnknownToken(uid)
-    row = session.execute(_token_rows().where(ChargingCard.uid == uid.upper())).first()
-    if row is None:
-        raise UnknownToken(uid)
-    card, contract = row[0], row[1]
-    token = token_of(card, contract, settings)
-    if card.state in BLOCKED_CARD_STATES:
-        allowed = AllowedType.BLOCKED
-    elif contract.ended_at is not None:
-        allowed = AllowedType.EXPIRED
-    elif card.state not in VALID_CARD_STATES:
-        allowed = AllowedType.NOT_ALLOWED
-    else:
-        allowed = AllowedType.ALLOWED
-    return AuthorizationInfo(
-        allowed=allowed,
-        token=token,
-        location=location_references if allowed is AllowedType.ALLOWED else None,
-    )
+) -> Authorization | None:
+    """``authorization_parameters``, the statement and ``authorization_of`` on a connection."""
+    parameters = authorization_parameters(settings, authorization_header, uid, type)
+    if parameters is None:
+        return None
+    row = connection.execute(AUTHORIZATION, parameters).first()
+    return authorization_of(row, settings, location_references)
 
 
 # -- credentials -------------------------------------------------------------------------------------
@@ -415,15 +494,32 @@ def presented_token(header: str | None, settings: Settings) -> str | None:
     return value if settings.ocpi_accept_unencoded_tokens else None
 
 
-def party_for(session: Session, header: str | None, settings: Settings) -> OcpiParty | None:
+def _credential_hashes(header: str | None, settings: Settings) -> tuple[str, str] | None:
+    """The hashes to look the caller's credentials up by: the presented token's, and (where
+    unencoded tokens are accepted) the header value's as it stands, which may itself have looked like
+    base64; the first twice otherwise."""
     token = presented_token(header, settings)
-    party = None
-    if token is not None:
-        party = session.scalars(select(OcpiParty).where(OcpiParty.token_hash == token_hash(token))).first()
-        if party is None and settings.ocpi_accept_unencoded_tokens and header:
-            # The raw value may itself have looked like base64: try it as it stands.
-            raw = header.strip().partition(" ")[2].strip()
-            party = session.scalars(select(OcpiParty).where(OcpiParty.token_hash == token_hash(raw))).first()
-    if party is None or party.revoked_at is not None:
+    if token is None or header is None:
         return None
-    return party
+    first = token_hash(token)
+    if not settings.ocpi_accept_unencoded_tokens:
+        return first, first
+    return first, token_hash(header.strip().partition(" ")[2].strip())
+
+
+_PARTY_BY_TOKEN = select(OcpiParty.id, OcpiParty.revoked_at, OcpiParty.token_hash).where(
+    OcpiParty.token_hash.in_([bindparam("token_hash"), bindparam("raw_token_hash")])
+)
+
+
+def party_for(connection: Connection, header: str | None, settings: Settings) -> int | None:
+    """The id of the live party presenting this ``Authorization`` header, or None."""
+    hashes = _credential_hashes(header, settings)
+    if hashes is None:
+        return None
+    rows = connection.execute(_PARTY_BY_TOKEN, {"token_hash": hashes[0], "raw_token_hash": hashes[1]}).all()
+    row = min(rows, key=lambda r: r.token_hash != hashes[0], default=None)
+    if row is None or row.revoked_at is not None:
+        return None
+    party_id: int = row.id
+    return party_id
