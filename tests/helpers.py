@@ -8,6 +8,7 @@ from datetime import date, datetime
 from email.message import EmailMessage
 from typing import Any
 
+from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications.email import body_parts
@@ -232,3 +233,13 @@ def _due_step(client: Any) -> str:
     found = re.search(r'href="(/activate/[a-z-]+)"', landing.text)
     assert found, landing.text[:500]
     return found.group(1)
+
+
+def app_routes(routes: list[Any]) -> list[tuple[str, APIRoute]]:
+    """(path as served, route) for every APIRoute of the app: ``app.routes`` lists an included
+    router as one entry, which ``iter_route_contexts`` expands."""
+    return [
+        (context.path or route.path, route)
+        for context in iter_route_contexts(routes)
+        if isinstance(route := context.original_route, APIRoute)
+    ]

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from onboarding.core.db import Base, UTCDateTime
@@ -62,6 +62,15 @@ class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
         Index("ix_orders_dealer_code_created_at", "dealer_code", "created_at"),
+        # The staff portal's list: a dealer's or a market's orders by stage, newest first (keyset by id).
+        Index("ix_orders_dealer_stage_id", "dealer_code", "onboarding_stage", "id"),
+        Index("ix_orders_country_stage_id", "country", "onboarding_stage", "id"),
+        # The portal's search by name (``lower(...) = ...``); PostgreSQL only: SQLite cannot reflect
+        # expression indexes (SQLAlchemy warns), and there a table scan is what a SQLite site can afford.
+        Index("ix_orders_lower_last_name", func.lower(text("buyer_last_name"))).ddl_if(dialect="postgresql"),
+        Index("ix_orders_lower_first_name", func.lower(text("buyer_first_name"))).ddl_if(
+            dialect="postgresql"
+        ),
         # One VIN belongs to one live order (SPEC §3.1): held by the database, so two requests that
         # both checked before either stored cannot both store it. Cancelled orders free their VIN.
         Index(
@@ -92,6 +101,10 @@ class Order(Base):
     invited_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     onboarded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
+    # The onboarding funnel's stage (``activation.invitations.FUNNEL_STAGES``; "due" is stored as
+    # "not_due" and told apart by ``invite_after``), kept by ``invitations.record_stage`` whenever the
+    # funnel moves: the staff portal filters and counts by it.
+    onboarding_stage: Mapped[str] = mapped_column(String(20), server_default="not_due")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

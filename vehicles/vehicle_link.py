@@ -10,6 +10,7 @@ Nothing here commits: the request that calls it owns the transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 
@@ -68,6 +69,10 @@ def link_primary_for_order(
     return LinkOutcome.LINKED if created else LinkOutcome.ALREADY
 
 
+# Told when an order's car is linked to its buyer after the VIN arrived (the activation's funnel).
+on_linked_for_order: list[Callable[[Session, Order, datetime], None]] = []
+
+
 def link_when_vin_known(session: Session, order: Order, *, settings: Settings, now: datetime) -> bool:
     """After the order's VIN was stored: if its buyer has reached the activation's vehicle step (the
     order's vehicle exists), links the car to their ID and queues the "your car is linked" email.
@@ -81,6 +86,8 @@ def link_when_vin_known(session: Session, order: Order, *, settings: Settings, n
     if outcome is LinkOutcome.LINKED:
         add_event(session, order, "vehicle_linked", "order_system", now, order.vin)
         _queue_linked_email(session, settings, order, order.account_id, now=now)
+        for subscriber in list(on_linked_for_order):
+            subscriber(session, order, now)
         return True
     if outcome in (LinkOutcome.PRIMARY_TAKEN, LinkOutcome.VIN_TAKEN):
         # For support: the buyer is not linked and must be helped (a dealer check of the papers).

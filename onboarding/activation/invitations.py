@@ -24,6 +24,7 @@ from onboarding.core.crypto import hashes_match, new_token, seal_text, token_has
 from onboarding.core.db import UTCDateTime
 from onboarding.core.settings import Settings
 from onboarding.identity.models import Account
+from vehicles import vehicle_link
 from vehicles.models import CLOSED_STATUSES, Dealer, Order, OrderEvent, VehicleModel
 from vehicles.schemas import InvitationState, OnboardingFunnel
 from vehicles.service import add_event
@@ -221,7 +222,7 @@ def commit_prepared(
         for row in session.execute(
             update(Order)
             .where(Order.id.in_([p.order_id for p in prepared]), Order.invite_after <= now.date())
-            .values(invite_after=None, invited_at=now)
+            .values(invite_after=None, invited_at=now, onboarding_stage="invited")
             .returning(Order.id, Order.buyer_email, Order.production_status, Order.onboarded_at)
         )
     }
@@ -234,11 +235,17 @@ def commit_prepared(
         if row is None:
             continue  # another scheduler took it
         if row.production_status in CLOSED_STATUSES or row.onboarded_at is not None:
-            session.execute(update(Order).where(Order.id == p.order_id).values(invited_at=None))
+            session.execute(
+                update(Order)
+                .where(Order.id == p.order_id)
+                .values(invited_at=None, onboarding_stage="not_due")
+            )
         elif row.buyer_email != p.values["email"]:
             # The email changed after this one was rendered: due again, prepared afresh.
             session.execute(
-                update(Order).where(Order.id == p.order_id).values(invite_after=now.date(), invited_at=None)
+                update(Order)
+                .where(Order.id == p.order_id)
+                .values(invite_after=now.date(), invited_at=None, onboarding_stage="not_due")
             )
         elif p.failure is not None:
             failed.append(p)
@@ -246,7 +253,9 @@ def commit_prepared(
             keep.append(p)
     if failed:
         session.execute(
-            update(Order).where(Order.id.in_([p.order_id for p in failed])).values(invited_at=None)
+            update(Order)
+            .where(Order.id.in_([p.order_id for p in failed]))
+            .values(invited_at=None, onboarding_stage="not_due")
         )
         session.execute(
             insert(_ORDER_EVENTS),
@@ -490,6 +499,7 @@ def mark_opened(session: Session, view: LinkView, *, now: datetime) -> None:
     if view.invitation.opened_at is None:
         view.invitation.opened_at = now
         add_event(session, view.order, "invitation_opened", "buyer", now)
+        record_stage(session, view.order, now=now)
 
 
 def attach_account(
@@ -501,6 +511,8 @@ def attach_account(
     view.invitation.id_created_at = now
     view.order.account_id = account.id
     add_event(session, view.order, "id_created" if created else "id_linked", "buyer", now, account.email)
+    session.flush()
+    record_stage(session, view.order, now=now)
 
 
 def mark_step_done(
@@ -531,6 +543,8 @@ def complete_activation(session: Session, view: LinkView, *, now: datetime) -> N
     view.order.onboarded_at = now
     view.order.invite_after = None
     add_event(session, view.order, "activation_completed", "buyer", now)
+    session.flush()
+    record_stage(session, view.order, now=now)
 
 
 def reissue(session: Session, order: Order, *, now: datetime, actor: str, reason: str) -> None:
@@ -540,6 +554,7 @@ def reissue(session: Session, order: Order, *, now: datetime, actor: str, reason
     order.invited_at = None
     order.invite_after = now.date()
     order.updated_at = now
+    order.onboarding_stage = "not_due"  # due today: the new invitation starts the funnel again
     add_event(session, order, "invitation_reissued", actor, now, reason)
 
 
@@ -553,6 +568,18 @@ FUNNEL_STAGES: tuple[str, ...] = (
     *(step.stage for step in steps.STEPS),
     "completed",
 )
+
+
+def record_stage(session: Session, order: Order, *, now: datetime) -> None:
+    """Stores the order's funnel stage (``Order.onboarding_stage``) after the funnel moved; "due" is
+    stored as "not_due" (it follows from the date)."""
+    stage = funnel(session, order, now=now).stage
+    stored = "not_due" if stage == "due" else stage
+    if order.onboarding_stage != stored:
+        order.onboarding_stage = stored
+
+
+vehicle_link.on_linked_for_order.append(lambda session, order, now: record_stage(session, order, now=now))
 
 
 def funnel(session: Session, order: Order, *, now: datetime) -> OnboardingFunnel:

@@ -244,6 +244,8 @@ def _advance(session: Session, view: LinkView) -> Response:
     step = steps.next_step(session, view.invitation, view.model)
     if step is None:
         invitations.complete_activation(session, view, now=utcnow())
+    elif view.order is not None:
+        invitations.record_stage(session, view.order, now=utcnow())
     session.commit()
     return RedirectResponse(steps.step_url(step), status_code=303)
 

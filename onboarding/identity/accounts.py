@@ -54,19 +54,25 @@ def hash_password(password: str) -> str:
         return password_hasher().hash(password)
 
 
-def verify_password(account: Account | None, password: str) -> bool:
-    """Check a password; an unknown account costs the same hashing work as a known one."""
+def check_password_hash(stored: str | None, password: str) -> tuple[bool, str | None]:
+    """Whether ``password`` matches the ``stored`` Argon2id hash, and a new hash when the stored one's
+    parameters are outdated. No stored hash (an unknown person) costs the same hashing work."""
     hasher = password_hasher()
-    stored = account.password_hash if account else _dummy_hash()
     try:
         with _HASHING_SLOTS:
-            ok = hasher.verify(stored, password)
+            ok = hasher.verify(stored or _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
-        return False
-    if account is None:
-        return False
-    if ok and hasher.check_needs_rehash(account.password_hash):
-        account.password_hash = hash_password(password)
+        return False, None
+    if stored is None or not ok:
+        return False, None
+    return True, hash_password(password) if hasher.check_needs_rehash(stored) else None
+
+
+def verify_password(account: Account | None, password: str) -> bool:
+    """Check a password; an unknown account costs the same hashing work as a known one."""
+    ok, rehashed = check_password_hash(account.password_hash if account else None, password)
+    if ok and account is not None and rehashed is not None:
+        account.password_hash = rehashed
     return ok
 
 

@@ -11,6 +11,7 @@ import notifications.models
 import onboarding.activation.models
 import onboarding.api.models
 import onboarding.identity.models
+import onboarding.portal.models
 import vehicles.charging.contracts
 import vehicles.charging.models
 import vehicles.charging.ocpi_push
@@ -23,6 +24,7 @@ TABLE_MODULES = (
     onboarding.identity.models,
     onboarding.activation.models,
     onboarding.api.models,
+    onboarding.portal.models,
     vehicles.models,
     vehicles.incar.models,
     vehicles.charging.models,

@@ -35,6 +35,7 @@ from onboarding.identity import pages as auth_pages
 from onboarding.identity.ratelimit import RateLimits
 from onboarding.ops import all_models, mailbox_pages
 from onboarding.ops.scheduler import start_background
+from onboarding.portal import pages as portal_pages
 from onboarding.web.admission import admission_for
 from onboarding.web.problems import EXCEPTION_HANDLERS, openapi_with_problems
 from onboarding.web.request_context import RequestContext
@@ -65,7 +66,7 @@ FAVICON = (files("onboarding.web") / "static" / "favicon.svg").read_bytes()
 
 
 # Pages with links, codes or personal data: never kept by a browser or proxy cache.
-NO_STORE_PREFIXES = ("/i/", "/activate", "/login", "/logout", "/register", "/password", "/account")
+NO_STORE_PREFIXES = ("/i/", "/activate", "/login", "/logout", "/register", "/password", "/account", "/portal")
 
 
 class SecurityHeaders:
@@ -199,6 +200,7 @@ def create_app(
     app.include_router(incar_routes.router)
     app.include_router(incar_vehicle_routes.router)
     app.include_router(incar_pages.router)
+    app.include_router(portal_pages.router)
     app.include_router(auth_pages.router)
     app.include_router(account_pages.router)
     app.include_router(mailbox_pages.router)

@@ -35,6 +35,8 @@ app.add_typer(orders_app, name="orders")
 app.add_typer(scheduler_app, name="scheduler")
 app.add_typer(keys_app, name="api-keys")
 app.add_typer(vehicles_app, name="vehicles")
+staff_app = typer.Typer(help="Staff portal accounts.", no_args_is_help=True)
+app.add_typer(staff_app, name="staff")
 accounts_app = typer.Typer(help="IDs (buyers' accounts).", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 ocpi_app = typer.Typer(help="OCPI 2.2.1 (charging).", no_args_is_help=True)
@@ -356,6 +358,50 @@ def accounts_unblock(email: str) -> None:
             raise typer.Exit(1)
         done = account_blocking.unblock(session, account, actor="cli", now=utcnow())
     typer.echo(f"ID {account.email} unblocked." if done else f"ID {account.email} was not blocked.")
+
+
+@staff_app.command("create")
+def staff_create(
+    email: str,
+    role: Annotated[
+        str, typer.Option("--role", help="dealer_agent, dealer_admin, market_agent or platform_admin.")
+    ],
+    name: Annotated[str, typer.Option("--name", help="The staff member's name.")],
+    dealer: Annotated[str | None, typer.Option("--dealer", help="The dealer code (dealer roles).")] = None,
+    country: Annotated[str | None, typer.Option("--country", help="The country (market agents).")] = None,
+    language: Annotated[str, typer.Option("--language", help="en, de, sv or nb.")] = "en",
+    print_link: Annotated[
+        bool, typer.Option("--print-link", help="Also print the invitation link (it is a credential).")
+    ] = False,
+) -> None:
+    """Create a staff account and email its invitation (valid 72 hours): the staff member chooses a
+    password, then sets up an authenticator app at the first login. Audited as "cli"."""
+    from onboarding.portal import staff as staff_service
+
+    settings = get_settings()
+    try:
+        with transaction(_factory()) as session:
+            now = utcnow()
+            staff, token = staff_service.create_staff(
+                session,
+                email=email,
+                name=name,
+                role=role,
+                dealer_code=dealer,
+                country=country,
+                language=language,
+                creator=None,
+                now=now,
+            )
+            staff_service.send_invitation(session, settings, staff, token, now=now)
+            address = staff.email
+    except ValidationFailed as exc:
+        for error in exc.errors:
+            typer.echo(f"{error.field}: {error.text}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"Staff account {address} ({role}) created; the invitation email is queued.")
+    if print_link:
+        typer.echo(staff_service.invitation_link(settings, token))
 
 
 def main() -> None:  # pragma: no cover

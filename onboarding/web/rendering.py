@@ -33,6 +33,7 @@ templates = make_environment(
                 "onboarding.identity",
                 "onboarding.activation",
                 "onboarding.ops",
+                "onboarding.portal",
                 "vehicles.incar",
             )
         ]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,7 +17,7 @@ from onboarding.core.settings import Settings
 from onboarding.identity.models import Account
 from tests.account_support import link_to, log_in, make_account
 from tests.conftest import NOW, Database
-from tests.helpers import csrf, sms_codes_sent
+from tests.helpers import app_routes, csrf, sms_codes_sent
 from vehicles import links, secondary
 from vehicles.models import SecondaryInvitation, Vehicle, VehicleRole, VehicleUser
 
@@ -144,16 +143,6 @@ def _secondary_and_invitation(
         return link.id, invitation.id, stranger
 
 
-def _app_routes(routes: list[Any]) -> list[tuple[str, APIRoute]]:
-    """(path as served, route) for every APIRoute of the app: ``app.routes`` lists an included
-    router as one entry, which ``iter_route_contexts`` expands."""
-    return [
-        (context.path or route.path, route)
-        for context in iter_route_contexts(routes)
-        if isinstance(route := context.original_route, APIRoute)
-    ]
-
-
 def _depends_on(dependant: Any, target: Any) -> bool:
     return any(dep.call is target or _depends_on(dep, target) for dep in dependant.dependencies)
 
@@ -187,7 +176,7 @@ def test_every_primary_only_route_refuses_a_secondary_user_and_a_stranger_and_ch
     link_id, invitation_id, _stranger = _secondary_and_invitation(db, settings, vehicle_id, primary_id)
     guarded = [
         (method, path)
-        for path, route in _app_routes(client.app.routes)  # type: ignore[attr-defined]
+        for path, route in app_routes(client.app.routes)  # type: ignore[attr-defined]
         if _depends_on(route.dependant, primary_user_of_vehicle)
         for method in sorted(route.methods or ())
     ]
@@ -200,7 +189,7 @@ def test_every_primary_only_route_refuses_a_secondary_user_and_a_stranger_and_ch
     }
     about_a_vehicle = {
         (method, path)
-        for path, route in _app_routes(client.app.routes)  # type: ignore[attr-defined]
+        for path, route in app_routes(client.app.routes)  # type: ignore[attr-defined]
         if "{vehicle_id}" in path
         for method in route.methods or ()
     }
