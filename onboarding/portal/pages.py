@@ -12,6 +12,7 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onboarding.activation.models import SupportRequest
@@ -20,10 +21,17 @@ from onboarding.core.errors import ValidationFailed
 from onboarding.core.i18n import N_, lazy_gettext
 from onboarding.identity.dependencies import rate_limits
 from onboarding.identity.two_factor import qr_svg_data_uri
-from onboarding.portal import order_actions, orders, staff_sessions, support_inbox
+from onboarding.portal import order_actions, orders, staff_sessions, statistics, support_inbox
 from onboarding.portal import staff as staff_service
-from onboarding.portal.dependencies import STAFF_COOKIE, current_staff, set_staff_cookie, staff_signed_in
-from onboarding.portal.models import StaffMember, SupportRequestHandling
+from onboarding.portal.dependencies import (
+    STAFF_COOKIE,
+    current_staff,
+    set_staff_cookie,
+    staff_signed_in,
+    staff_with_role,
+)
+from onboarding.portal.models import StaffMember, StaffRole, SupportRequestHandling
+from onboarding.portal.scope import scoped
 from onboarding.web.app_state import client_ip, settings_of
 from onboarding.web.forms import by_field, csrf_protect, safe_next
 from onboarding.web.rendering import render
@@ -554,3 +562,135 @@ def request_action(
         return _request_page(request, session, staff, support_request, errors=by_field(exc.errors), note=note)
     session.commit()
     return RedirectResponse(f"/portal/requests/{support_request.id}?done={action}", status_code=303)
+
+
+# -- staff (dealer admins: their dealer's agents; platform admins: everyone) -------------------------
+
+Managers = Annotated[StaffMember, Depends(staff_with_role(StaffRole.DEALER_ADMIN, StaffRole.PLATFORM_ADMIN))]
+STAFF_DONE = {
+    "created": N_("The account is created and its invitation is on its way."),
+    "deactivated": N_("The account is deactivated."),
+}
+
+
+def _staff_page(
+    request: Request,
+    session: Session,
+    staff: StaffMember,
+    *,
+    done: str | None = None,
+    errors: dict[str, Any] | None = None,
+    values: dict[str, str] | None = None,
+) -> Response:
+    members = session.scalars(
+        scoped(staff, select(StaffMember), StaffMember).order_by(
+            StaffMember.deactivated_at.is_not(None), StaffMember.email
+        )
+    ).all()
+    return _page(
+        request,
+        "portal/staff.html",
+        {
+            "staff": staff,
+            "members": members,
+            "manageable": {
+                m.id for m in members if staff_service.may_manage(staff, m) and m.deactivated_at is None
+            },
+            "roles": [r.value for r in StaffRole],
+            "role_labels": staff_service.ROLE_LABELS,
+            "message": lazy_gettext(STAFF_DONE[done]) if done in STAFF_DONE else None,
+            "errors": errors or {},
+            "values": values or {},
+        },
+        status=422 if errors else 200,
+    )
+
+
+@router.get("/portal/staff")
+def staff_page(request: Request, session: Db, staff: Managers, done: str | None = None) -> Response:
+    return _staff_page(request, session, staff, done=done)
+
+
+@router.post("/portal/staff", dependencies=[Csrf])
+def create_staff(
+    request: Request,
+    session: Db,
+    staff: Managers,
+    email: Annotated[str, Form(max_length=320)] = "",
+    name: Annotated[str, Form(max_length=200)] = "",
+    role: Annotated[str, Form(max_length=20)] = StaffRole.DEALER_AGENT.value,
+    dealer: Annotated[str, Form(max_length=32)] = "",
+    country: Annotated[str, Form(max_length=2)] = "",
+    language: Annotated[str, Form(max_length=8)] = "en",
+) -> Response:
+    if staff.role == StaffRole.DEALER_ADMIN:  # their own dealer's agents only, whatever the form says
+        role, dealer, country = StaffRole.DEALER_AGENT.value, staff.dealer_code or "", ""
+    now = utcnow()
+    values = {
+        "email": email,
+        "name": name,
+        "role": role,
+        "dealer": dealer,
+        "country": country,
+        "language": language,
+    }
+    try:
+        member, token = staff_service.create_staff(
+            session,
+            email=email,
+            name=name,
+            role=role,
+            dealer_code=dealer.strip().upper() or None,
+            country=country or None,
+            language=language,
+            creator=staff,
+            now=now,
+        )
+    except ValidationFailed as exc:
+        session.rollback()
+        return _staff_page(request, session, staff, errors=by_field(exc.errors), values=values)
+    except PermissionError:
+        session.rollback()
+        return _page(request, "portal/forbidden.html", {"staff": staff}, status=403)
+    staff_service.send_invitation(session, settings_of(request), member, token, now=now)
+    session.commit()
+    return RedirectResponse("/portal/staff?done=created", status_code=303)
+
+
+@router.post("/portal/staff/{staff_id}/deactivate", dependencies=[Csrf])
+def deactivate_staff(request: Request, staff_id: str, session: Db, staff: Managers) -> Response:
+    target = (
+        session.scalar(scoped(staff, select(StaffMember).where(StaffMember.id == int(staff_id)), StaffMember))
+        if staff_id.isdigit() and len(staff_id) <= 12
+        else None
+    )
+    if target is None:
+        return _not_found(request, staff)
+    if not staff_service.may_manage(staff, target):
+        return _page(request, "portal/forbidden.html", {"staff": staff}, status=403)
+    staff_service.deactivate(session, target, by=staff, now=utcnow())
+    session.commit()
+    return RedirectResponse("/portal/staff?done=deactivated", status_code=303)
+
+
+# -- activation statistics ---------------------------------------------------------------------------
+
+
+@router.get("/portal/statistics")
+def statistics_page(
+    request: Request, session: Db, staff: Staff, since: str | None = None, until: str | None = None
+) -> Response:
+    now = utcnow()
+    errors: dict[str, Any] = {}
+    try:
+        first, last = statistics.parse_period(since, until, today=now.date())
+    except ValidationFailed as exc:
+        errors = by_field(exc.errors)
+        first, last = statistics.parse_period(None, None, today=now.date())
+    figures = statistics.activation_statistics(session, staff, since=first, until=last, now=now)
+    return _page(
+        request,
+        "portal/statistics.html",
+        {"staff": staff, "figures": figures, "errors": errors, "values": {"since": since, "until": until}},
+        status=422 if errors else 200,
+    )

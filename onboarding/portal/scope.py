@@ -25,6 +25,7 @@ TENANT_COLUMNS: dict[type, tuple[InstrumentedAttribute[Any], InstrumentedAttribu
     Order: (Order.dealer_code, Order.country),
     SupportRequest: (SupportRequest.dealer_code, SupportRequest.country),
     Dealer: (Dealer.code, Dealer.country),
+    StaffMember: (StaffMember.dealer_code, StaffMember.country),
 }
 
 

@@ -34,6 +34,12 @@ from vehicles.models import Dealer
 from vehicles.service import insert_once
 
 INVITE_HOURS = 72
+ROLE_LABELS = {
+    StaffRole.DEALER_AGENT.value: N_("Dealer agent"),
+    StaffRole.DEALER_ADMIN.value: N_("Dealer admin"),
+    StaffRole.MARKET_AGENT.value: N_("Market agent"),
+    StaffRole.PLATFORM_ADMIN.value: N_("Platform admin"),
+}
 TOTP_SEAL_PURPOSE = "staff-totp-secret"
 BACKUP_CODE_COUNT = 10
 
@@ -211,6 +217,19 @@ def accept_invitation(
     staff.invite_token_hash = None
     staff.invite_expires_at = None
     record(session, "staff_password_set", staff, now=now, ip=ip)
+
+
+def may_manage(viewer: StaffMember, target: StaffMember) -> bool:
+    """A platform admin manages anyone but themself; a dealer admin their own dealer's agents."""
+    if viewer.id == target.id:
+        return False
+    if viewer.role == StaffRole.PLATFORM_ADMIN:
+        return True
+    return (
+        viewer.role == StaffRole.DEALER_ADMIN
+        and target.role == StaffRole.DEALER_AGENT
+        and target.dealer_code == viewer.dealer_code
+    )
 
 
 def deactivate(session: Session, staff: StaffMember, *, by: StaffMember | None, now: datetime) -> None:

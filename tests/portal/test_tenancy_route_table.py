@@ -72,6 +72,11 @@ def tenants(db: Database, settings: Settings, reference: None) -> dict[str, Any]
                 session, settings, kind="no_sms", now=NOW, order=order, dealer=session.get(Dealer, dealer)
             )
             rows[name] = {"order_number": number, "request_id": str(request.id)}
+        # A dealer agent of the tenant: the row the staff pages name.
+        agent_id, _secret = make_staff(
+            db.factory, f"row-agent@{prefix.lower()}.example", "dealer_agent", dealer=dealer
+        )
+        rows[name]["staff_id"] = str(agent_id)
     staff = {
         "dealer_agent": make_staff(
             db.factory, "agent@se01.example", "dealer_agent", dealer="SE-01", enrolled_with=settings
@@ -98,8 +103,9 @@ ACTION_KINDS = (
     "staff_took_request",
     "staff_noted_request",
     "staff_finished_request",
+    "staff_deactivated",
 )
-MISSING = {"order_number": "NO-SUCH-ORDER", "request_id": "999999"}
+MISSING = {"order_number": "NO-SUCH-ORDER", "request_id": "999999", "staff_id": "999999"}
 
 # Who sees which tenant's rows: True means 200, False means 404 (as for a row that does not exist).
 SEES = {
@@ -163,7 +169,9 @@ def test_rows_of_another_tenant_are_not_found(
                         "email": "x@example.com",
                         "note": "x",
                     }
-                    assert client.post(path, data=data).status_code == 404, (path, who)
+                    # A page for some roles refuses the others first (403); the rest do not find the row.
+                    refusals = (403, 404) if _required_roles(route) else (404,)
+                    assert client.post(path, data=data).status_code in refusals, (path, who)
         with db.factory() as session:
             changed = select(func.count()).select_from(AuditEvent).where(AuditEvent.kind.in_(ACTION_KINDS))
             assert session.scalar(changed) == 0
@@ -172,3 +180,37 @@ def test_rows_of_another_tenant_are_not_found(
         for name, keys in tenants["rows"].items():
             assert (keys["order_number"] in listed) is SEES[who][name], (who, name)
             assert (f'href="/portal/requests/{keys["request_id"]}"' in inbox) is SEES[who][name], (who, name)
+
+
+def _required_roles(route: APIRoute) -> tuple[str, ...] | None:
+    for call in _dependencies(route):
+        roles = getattr(call, "required_roles", None)
+        if roles is not None:
+            return tuple(roles)
+    return None
+
+
+def test_pages_for_some_roles_refuse_the_others(
+    db: Database, settings: Settings, tenants: dict[str, Any]
+) -> None:
+    """Every route that names its roles answers anyone else 403 (a dealer agent, who has the fewest
+    rights, is tried on each), before it reads or changes anything."""
+    limited = [(r, roles) for r in _portal_routes(settings, db) if (roles := _required_roles(r)) is not None]
+    assert {r.path for r, _roles in limited} >= {"/portal/staff", "/portal/staff/{staff_id}/deactivate"}
+    with TestClient(create_app(settings, session_factory=db.factory)) as client:
+        signed_in_staff(client, EMAILS["dealer_agent"], tenants["staff"]["dealer_agent"][1])
+        for route, roles in limited:
+            assert "dealer_agent" not in roles
+            path = _fill(route.path, {"staff_id": str(tenants["staff"]["other_dealer"][0])})
+            for method in sorted(route.methods or ()):
+                if method == "HEAD":
+                    continue
+                answer = client.request(method, path, data=csrf(client) if method == "POST" else None)
+                assert answer.status_code == 403, (method, path)
+    with db.factory() as session:
+        assert (
+            session.scalar(
+                select(func.count()).select_from(AuditEvent).where(AuditEvent.kind == "staff_deactivated")
+            )
+            == 0
+        )
