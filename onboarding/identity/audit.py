@@ -3,6 +3,7 @@ corrections). Details never carry a secret."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -12,6 +13,15 @@ from sqlalchemy.orm import Session
 from onboarding.identity.models import AuditEvent
 
 
+@dataclass(frozen=True)
+class StaffContext:
+    """A staff member's action: who did it, and the dealer and country of what it was done to."""
+
+    staff_id: int | None
+    dealer_code: str | None
+    country: str | None
+
+
 def event_row(
     kind: str,
     *,
@@ -19,6 +29,7 @@ def event_row(
     account_id: int | None,
     actor: str = "self",
     ip: str | None = None,
+    staff: StaffContext | None = None,
     **details: Any,
 ) -> dict[str, Any]:
     """An event's column values (``record`` writes one; ``insert_bound`` writes one in another
@@ -30,6 +41,9 @@ def event_row(
         "actor": actor,
         "ip": ip,
         "details": details or None,
+        "staff_id": staff.staff_id if staff else None,
+        "dealer_code": staff.dealer_code if staff else None,
+        "country": staff.country if staff else None,
     }
 
 
@@ -62,5 +76,5 @@ def insert_bound(prefix: str) -> Insert:
 
 # Built once: constructing a statement costs more than running a cached one.
 _EVENTS = cast(Table, AuditEvent.__table__)
-_EVENT_COLUMNS = ("at", "kind", "account_id", "actor", "ip", "details")
+_EVENT_COLUMNS = ("at", "kind", "account_id", "actor", "ip", "details", "staff_id", "dealer_code", "country")
 _INSERT_EVENT = insert(_EVENTS)

@@ -158,6 +158,11 @@ class AuditEvent(Base):
     actor: Mapped[str] = mapped_column(String(120))
     ip: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    # A staff member's action: who, and the dealer and market of what it was done to (the staff
+    # portal's audit log shows each tenant its own).
+    staff_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    dealer_code: Mapped[str | None] = mapped_column(String(32), index=True)
+    country: Mapped[str | None] = mapped_column(String(2), index=True)
 
 
 class Consent(Base):

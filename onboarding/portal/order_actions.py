@@ -50,7 +50,15 @@ def resend_invitation(
     if errors:
         raise ValidationFailed(errors)
     invitations.reissue(session, order, now=now, actor=actor_of(staff), reason="staff_resend")
-    record(session, "staff_resent_invitation", staff, now=now, order=order.order_number, reason=why)
+    record(
+        session,
+        "staff_resent_invitation",
+        staff,
+        now=now,
+        tenant=(order.dealer_code, order.country),
+        order=order.order_number,
+        reason=why,
+    )
 
 
 def correct_email(
@@ -75,6 +83,7 @@ def correct_email(
         "staff_corrected_email",
         staff,
         now=now,
+        tenant=(order.dealer_code, order.country),
         order=order.order_number,
         reason=why,
         old=old,
@@ -113,6 +122,7 @@ def correct_phone(
         "staff_corrected_phone",
         staff,
         now=now,
+        tenant=(order.dealer_code, order.country),
         order=order.order_number,
         reason=why,
         closed_requests=count,
@@ -132,4 +142,12 @@ def cancel_order(session: Session, staff: StaffMember, order: Order, *, reason: 
     order.production_status = ProductionStatus.CANCELLED
     order.invite_after = None
     order.updated_at = now
-    record(session, "staff_cancelled_order", staff, now=now, order=order.order_number, reason=why)
+    record(
+        session,
+        "staff_cancelled_order",
+        staff,
+        now=now,
+        tenant=(order.dealer_code, order.country),
+        order=order.order_number,
+        reason=why,
+    )

@@ -21,7 +21,7 @@ from onboarding.core.errors import ValidationFailed
 from onboarding.core.i18n import N_, lazy_gettext
 from onboarding.identity.dependencies import rate_limits
 from onboarding.identity.two_factor import qr_svg_data_uri
-from onboarding.portal import order_actions, orders, staff_sessions, statistics, support_inbox
+from onboarding.portal import audit_log, order_actions, orders, staff_sessions, statistics, support_inbox
 from onboarding.portal import staff as staff_service
 from onboarding.portal.dependencies import (
     STAFF_COOKIE,
@@ -692,5 +692,31 @@ def statistics_page(
         request,
         "portal/statistics.html",
         {"staff": staff, "figures": figures, "errors": errors, "values": {"since": since, "until": until}},
+        status=422 if errors else 200,
+    )
+
+
+# -- audit log -------------------------------------------------------------------------------------
+
+
+@router.get("/portal/audit")
+def audit_page(request: Request, session: Db, staff: Staff) -> Response:
+    params = dict(request.query_params)
+    errors: dict[str, Any] = {}
+    try:
+        filters = audit_log.parse_filters(params)
+    except ValidationFailed as exc:
+        errors = by_field(exc.errors)
+        filters = audit_log.AuditFilters()
+    after_text = params.get("after", "")
+    after = int(after_text) if after_text.isdigit() and len(after_text) <= 12 else None
+    rows, next_after = audit_log.entries(session, staff, filters, after=after)
+    next_url = None
+    if next_after is not None:
+        next_url = "/portal/audit?" + urlencode({**filters.query(), "after": str(next_after)})
+    return _page(
+        request,
+        "portal/audit.html",
+        {"staff": staff, "rows": rows, "values": params, "errors": errors, "next_url": next_url},
         status=422 if errors else 200,
     )

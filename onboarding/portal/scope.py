@@ -16,6 +16,7 @@ from sqlalchemy import Select, false
 from sqlalchemy.orm import InstrumentedAttribute
 
 from onboarding.activation.models import SupportRequest
+from onboarding.identity.models import AuditEvent
 from onboarding.portal.models import DEALER_ROLES, StaffMember, StaffRole
 from vehicles.models import Dealer, Order
 
@@ -26,6 +27,7 @@ TENANT_COLUMNS: dict[type, tuple[InstrumentedAttribute[Any], InstrumentedAttribu
     SupportRequest: (SupportRequest.dealer_code, SupportRequest.country),
     Dealer: (Dealer.code, Dealer.country),
     StaffMember: (StaffMember.dealer_code, StaffMember.country),
+    AuditEvent: (AuditEvent.dealer_code, AuditEvent.country),
 }
 
 

@@ -56,9 +56,19 @@ def record(
     *,
     now: datetime,
     ip: str | None = None,
+    tenant: tuple[str | None, str | None] | None = None,
     **details: object,
 ) -> None:
-    audit.record(session, kind, now=now, account_id=None, actor=actor_of(staff), ip=ip, **details)
+    """An audit entry naming the staff member (or the command line), with the dealer and country of
+    what it was done to (``tenant``; by default the staff member's own): the portal's audit log shows
+    each tenant its entries."""
+    dealer, country = (
+        tenant if tenant is not None else ((staff.dealer_code, staff.country) if staff else (None, None))
+    )
+    context = audit.StaffContext(staff.id if staff else None, dealer, country)
+    audit.record(
+        session, kind, now=now, account_id=None, actor=actor_of(staff), ip=ip, staff=context, **details
+    )
 
 
 def find_staff(session: Session, email: str) -> StaffMember | None:
@@ -149,7 +159,9 @@ def reinvite(session: Session, staff: StaffMember, *, by: StaffMember | None, no
     token = new_token()
     staff.invite_token_hash = token_hash(token)
     staff.invite_expires_at = now + timedelta(hours=INVITE_HOURS)
-    record(session, "staff_reinvited", by, now=now, staff_id=staff.id)
+    record(
+        session, "staff_reinvited", by, now=now, tenant=(staff.dealer_code, staff.country), staff_id=staff.id
+    )
     return token
 
 
@@ -238,7 +250,8 @@ def deactivate(session: Session, staff: StaffMember, *, by: StaffMember | None, 
         staff.deactivated_at = now
         staff.invite_token_hash = None
         staff_sessions.end_all(session, staff.id, now=now, reason="deactivated")
-        record(session, "staff_deactivated", by, now=now, staff_id=staff.id)
+        tenant = (staff.dealer_code, staff.country)
+        record(session, "staff_deactivated", by, now=now, tenant=tenant, staff_id=staff.id)
 
 
 # -- signing in ------------------------------------------------------------------------------------

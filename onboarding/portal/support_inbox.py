@@ -114,7 +114,14 @@ def take(session: Session, staff: StaffMember, request: SupportRequest, *, now: 
     handling.assigned_to_id = staff.id
     handling.updated_at = now
     request.status = IN_PROGRESS
-    record(session, "staff_took_request", staff, now=now, request=request.id)
+    record(
+        session,
+        "staff_took_request",
+        staff,
+        now=now,
+        tenant=(request.dealer_code, request.country),
+        request=request.id,
+    )
 
 
 def add_note(
@@ -125,7 +132,14 @@ def add_note(
         raise ValidationFailed([FieldError("note", N_("Write a note of 1 to 2000 characters."))])
     session.add(SupportRequestNote(request_id=request.id, staff_id=staff.id, at=now, text=cleaned))
     handling_of(session, request, now=now).updated_at = now
-    record(session, "staff_noted_request", staff, now=now, request=request.id)
+    record(
+        session,
+        "staff_noted_request",
+        staff,
+        now=now,
+        tenant=(request.dealer_code, request.country),
+        request=request.id,
+    )
 
 
 def finish(
@@ -141,7 +155,14 @@ def finish(
     if handling.assigned_to_id is None:
         handling.assigned_to_id = staff.id
     request.status = DONE
-    record(session, "staff_finished_request", staff, now=now, request=request.id)
+    record(
+        session,
+        "staff_finished_request",
+        staff,
+        now=now,
+        tenant=(request.dealer_code, request.country),
+        request=request.id,
+    )
     order = session.get(Order, request.order_id) if request.order_id else None
     address = request.contact_email or (order.buyer_email if order else None)
     if not address:
