@@ -1,8 +1,9 @@
 """What staff do to an order (SPEC §3.8): resend the invitation, correct the buyer's email address
 (which re-invites) or mobile number (the buyer's next code goes there; the wrong-number and no-SMS
-requests are closed), and cancel the order. Each needs a reason and is audited with who, when and
-why, and dated on the order's timeline. Bad input raises ``ValidationFailed`` naming the field, and
-nothing changes. The caller found the order through ``scope`` (so it is the staff member's)."""
+requests are closed), link the used car to its new owner's ID, and cancel the order. Each needs a
+reason and is audited with who, when and why, and dated on the order's timeline. Bad input raises
+``ValidationFailed`` naming the field, and nothing changes. The caller found the order through
+``scope`` (so it is the staff member's)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from onboarding.activation.models import SupportRequest
 from onboarding.core.errors import FieldError, ValidationFailed
 from onboarding.core.fields import clean_email, clean_phone
 from onboarding.core.i18n import N_
+from onboarding.core.settings import Settings
 from onboarding.portal.models import StaffMember
 from onboarding.portal.staff import actor_of, record
 from vehicles.models import CLOSED_STATUSES, Order, ProductionStatus
+from vehicles.secondary import transfer
 from vehicles.service import add_event
 
 REASON_MIN, REASON_MAX = 3, 500
@@ -150,4 +153,47 @@ def cancel_order(session: Session, staff: StaffMember, order: Order, *, reason: 
         tenant=(order.dealer_code, order.country),
         order=order.order_number,
         reason=why,
+    )
+
+
+def link_used_car(
+    session: Session,
+    settings: Settings,
+    staff: StaffMember,
+    order: Order,
+    *,
+    email: str,
+    papers_checked: bool,
+    reason: str,
+    now: datetime,
+) -> None:
+    """A used car's new owner becomes its primary user (``vehicles.secondary.transfer``: everyone
+    before them is removed and told), once the staff member has checked the new owner's ID and the
+    registration papers."""
+    errors: list[FieldError] = []
+    why = _reason(reason, errors)
+    if not order.vin:
+        errors.append(FieldError("order", N_("The order has no VIN yet.")))
+    if not papers_checked:
+        errors.append(
+            FieldError("papers_checked", N_("Check the new owner's ID and registration papers first."))
+        )
+    if errors:
+        raise ValidationFailed(errors)
+    assert order.vin is not None
+    try:
+        transfer(session, settings, order.vin, email, now=now, actor=actor_of(staff))
+    except ValidationFailed as exc:
+        # The VIN is the order's; only the address can be wrong here.
+        raise ValidationFailed([e for e in exc.errors if e.field == "email"] or exc.errors) from exc
+    add_event(session, order, "used_car_linked", actor_of(staff), now, why)
+    record(
+        session,
+        "staff_linked_used_car",
+        staff,
+        now=now,
+        tenant=(order.dealer_code, order.country),
+        order=order.order_number,
+        reason=why,
+        new_owner=email.strip().lower(),
     )

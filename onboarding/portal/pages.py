@@ -377,6 +377,7 @@ ACTION_DONE = {
     "email": N_("The email address is corrected and a new invitation is on its way."),
     "phone": N_("The mobile number is corrected; the buyer's next code goes there."),
     "cancel": N_("The order is cancelled."),
+    "used_car": N_("The car is linked to its new owner; the previous users are told."),
 }
 
 
@@ -433,6 +434,7 @@ def order_action(
     reason: Annotated[str, Form(max_length=2000)] = "",
     email: Annotated[str, Form(max_length=320)] = "",
     phone: Annotated[str, Form(max_length=40)] = "",
+    papers_checked: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
     order = orders.order_in_scope(session, staff, order_number)
     if order is None or action not in ACTION_DONE:
@@ -445,13 +447,24 @@ def order_action(
             order_actions.correct_email(session, staff, order, email=email, reason=reason, now=now)
         elif action == "phone":
             order_actions.correct_phone(session, staff, order, phone=phone, reason=reason, now=now)
+        elif action == "used_car":
+            order_actions.link_used_car(
+                session,
+                settings_of(request),
+                staff,
+                order,
+                email=email,
+                papers_checked=bool(papers_checked),
+                reason=reason,
+                now=now,
+            )
         else:
             order_actions.cancel_order(session, staff, order, reason=reason, now=now)
     except ValidationFailed as exc:
         session.rollback()
         order = orders.order_in_scope(session, staff, order_number)
         assert order is not None
-        values = {"reason": reason, "email": email, "phone": phone}
+        values = {"reason": reason, "email": email, "phone": phone, "papers_checked": papers_checked}
         return _order_page(
             request, session, staff, order, failed=action, errors=by_field(exc.errors), values=values
         )

@@ -13,10 +13,11 @@ from sqlalchemy import select
 
 from onboarding.activation.models import SupportRequest
 from onboarding.core.clock import utcnow
+from onboarding.core.db import transaction
 from onboarding.core.settings import Settings
 from onboarding.identity.models import AuditEvent
-from tests.account_support import link_to
-from tests.conftest import Database
+from tests.account_support import link_to, make_account
+from tests.conftest import NOW, Database
 from tests.helpers import (
     csrf,
     dev_mailbox_links,
@@ -27,7 +28,8 @@ from tests.helpers import (
     sms_codes_sent,
 )
 from tests.portal.portal_support import make_staff, signed_in_staff
-from vehicles.models import Order
+from vehicles import links
+from vehicles.models import Order, VehicleRole
 
 
 def _order(db: Database) -> Order:
@@ -132,3 +134,39 @@ def test_cancelling_stops_the_link(
     again = staff.post("/portal/orders/SO-1/cancel", data={**csrf(staff), "reason": "Buyer withdrew"})
     assert again.status_code == 422 and 'id="cancel-order-error"' in again.text
     assert staff.post("/portal/orders/SO-1/fly", data={**csrf(staff), "reason": "x"}).status_code == 404
+
+
+def test_used_car_linked_to_its_new_owner_after_the_papers(
+    client: TestClient, db: Database, settings: Settings, reference: None, api_headers: dict[str, str]
+) -> None:
+    vin = "YV1DZ8256C2271234"
+    invite_through_api(client, db.factory, settings, api_headers, vin=vin)
+    first = make_account(db.factory, settings, NOW, email="first@example.com")
+    buyer = make_account(db.factory, settings, NOW, email="second@example.com")
+    with transaction(db.factory) as session:
+        order = session.scalars(select(Order).where(Order.order_number == "SO-1")).one()
+        vehicle = links.vehicle_for_order(session, order, now=NOW)
+        vehicle.vin = vin
+        links.link_user(session, vehicle, first, VehicleRole.PRIMARY, now=NOW, actor="test")
+        vehicle_id = vehicle.id
+    staff, staff_id = _staff_client(client, db, settings)
+    form = {"email": "second@example.com", "reason": "Sold privately; papers seen at the dealer"}
+
+    unchecked = staff.post("/portal/orders/SO-1/used_car", data={**csrf(staff), **form})
+    assert unchecked.status_code == 422 and 'id="used_car-papers-error"' in unchecked.text
+    nobody = staff.post(
+        "/portal/orders/SO-1/used_car",
+        data={**csrf(staff), **form, "email": "nobody@example.com", "papers_checked": "yes"},
+    )
+    assert nobody.status_code == 422 and 'id="used_car-email-error"' in nobody.text
+    with db.factory() as session:
+        assert [(u.account_id, u.role) for u in links.live_links(session, vehicle_id)] == [(first, "primary")]
+    done = staff.post("/portal/orders/SO-1/used_car", data={**csrf(staff), **form, "papers_checked": "yes"})
+    assert done.status_code == 200 and "<td>used_car_linked</td>" in done.text
+    with db.factory() as session:
+        assert [(u.account_id, u.role) for u in links.live_links(session, vehicle_id)] == [(buyer, "primary")]
+    [event] = _audit(db, "staff_linked_used_car")
+    assert (
+        event.actor == f"staff:{staff_id} agent@se01.example"
+        and (event.details or {})["new_owner"] == "second@example.com"
+    )

@@ -104,6 +104,7 @@ ACTION_KINDS = (
     "staff_noted_request",
     "staff_finished_request",
     "staff_deactivated",
+    "staff_linked_used_car",
 )
 MISSING = {"order_number": "NO-SUCH-ORDER", "request_id": "999999", "staff_id": "999999"}
 
