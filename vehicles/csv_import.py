@@ -666,19 +666,26 @@ class _CheckState:
                 # Orders this import stored already: a later row with their VIN repeats a row.
                 ours = self.first_rows.known("stored", [o for found in owners.values() for o in found])
                 owners = {vin: [o for o in found if o not in ours] for vin, found in owners.items()}
-        countries: dict[str, str] = {}
-        if self.scope.countries is not None:
+        stored: dict[str, tuple[str, str]] = {}
+        if self.scope.countries is not None or self.scope.dealers is not None:
             numbers = [clean.order_number for _row, clean in candidates]
-            query = select(Order.order_number, Order.country).where(
+            query = select(Order.order_number, Order.country, Order.dealer_code).where(
                 _among(self.session, Order.order_number, numbers)
             )
-            countries = {number: country for number, country in self.session.execute(query)}
+            stored = {number: (country, dealer) for number, country, dealer in self.session.execute(query)}
         for row, clean in candidates:
             if not self.scope.allows(clean.country):
                 errors_of[row].append(
                     FieldError("country", "Outside the markets you may import for.", "forbidden")
                 )
-            elif clean.order_number in countries and not self.scope.allows(countries[clean.order_number]):
+            elif not self.scope.allows_dealer(clean.dealer_code):
+                errors_of[row].append(
+                    FieldError("dealer_code", "Outside the dealers you may import for.", "forbidden")
+                )
+            elif clean.order_number in stored and not (
+                self.scope.allows(stored[clean.order_number][0])
+                and self.scope.allows_dealer(stored[clean.order_number][1])
+            ):
                 errors_of[row].append(
                     FieldError(
                         "order_number", "No such order in the markets you may import for.", "forbidden"

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
 
     # Request bodies larger than this are answered 413 before being read whole.
     max_body_bytes: int = 1024 * 1024
+    # The staff portal's CSV upload (``/portal/import``), the one request allowed a large body.
+    max_upload_bytes: int = 200 * 1024 * 1024
 
     invitation_lead_days: int = 14
     invitation_valid_days: int = 14

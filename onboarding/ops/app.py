@@ -164,7 +164,12 @@ def create_app(
 
     # Correlation ids, the body size limit (413), and a 500 problem for an unexpected error.
     app.add_middleware(AdmitApiRequests)  # API requests queue here, inside the two below
-    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContext,
+        max_body_bytes=settings.max_body_bytes,
+        upload_paths=(portal_pages.UPLOAD_PATH,),
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     app.add_middleware(SecurityHeaders)
     app.openapi = openapi_with_problems(app)  # type: ignore[method-assign]
 

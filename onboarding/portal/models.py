@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from onboarding.core.db import Base, UTCDateTime
@@ -106,3 +106,23 @@ class SupportRequestNote(Base):
     staff_id: Mapped[int] = mapped_column(ForeignKey("staff_members.id"))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     text: Mapped[str] = mapped_column(Text)
+
+
+class PortalImport(Base):
+    """A CSV import started in the portal: a dry run (checked, nothing stored) or an import, run in
+    the background with its progress recorded here for the page to show. ``report`` is the
+    ``vehicles.csv_import.ImportReport`` as JSON once it is done."""
+
+    __tablename__ = "portal_imports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff_members.id"), index=True)
+    file_name: Mapped[str] = mapped_column(String(255))
+    stored_path: Mapped[str | None] = mapped_column(String(1024))
+    dry_run: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[str] = mapped_column(String(12))  # queued, checking, importing, done, failed
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

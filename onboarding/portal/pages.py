@@ -7,21 +7,32 @@ comes through ``scope.scoped``: another dealer's order is a 404, exactly like on
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onboarding.activation.models import SupportRequest
 from onboarding.core.clock import utcnow
-from onboarding.core.errors import ValidationFailed
+from onboarding.core.errors import FieldError, ValidationFailed
 from onboarding.core.i18n import N_, lazy_gettext
 from onboarding.identity.dependencies import rate_limits
 from onboarding.identity.two_factor import qr_svg_data_uri
-from onboarding.portal import audit_log, order_actions, orders, staff_sessions, statistics, support_inbox
+from onboarding.portal import (
+    audit_log,
+    imports,
+    order_actions,
+    orders,
+    staff_sessions,
+    statistics,
+    support_inbox,
+)
 from onboarding.portal import staff as staff_service
 from onboarding.portal.dependencies import (
     STAFF_COOKIE,
@@ -30,7 +41,7 @@ from onboarding.portal.dependencies import (
     staff_signed_in,
     staff_with_role,
 )
-from onboarding.portal.models import StaffMember, StaffRole, SupportRequestHandling
+from onboarding.portal.models import PortalImport, StaffMember, StaffRole, SupportRequestHandling
 from onboarding.portal.scope import scoped
 from onboarding.web.app_state import client_ip, settings_of
 from onboarding.web.forms import by_field, csrf_protect, safe_next
@@ -733,3 +744,78 @@ def audit_page(request: Request, session: Db, staff: Staff) -> Response:
         {"staff": staff, "rows": rows, "values": params, "errors": errors, "next_url": next_url},
         status=422 if errors else 200,
     )
+
+
+# -- CSV import ------------------------------------------------------------------------------------
+
+UPLOAD_PATH = "/portal/import"
+
+
+@router.get(UPLOAD_PATH)
+def import_page(request: Request, session: Db, staff: Staff) -> Response:
+    return _page(
+        request, "portal/import.html", {"staff": staff, "jobs": imports.recent(session, staff), "errors": {}}
+    )
+
+
+@router.post(UPLOAD_PATH, dependencies=[Csrf])
+def upload_import(request: Request, session: Db, staff: Staff, file: UploadFile | None = None) -> Response:
+    """Keeps the upload in a private directory and starts its check (a dry run)."""
+    directory = Path(tempfile.mkdtemp(dir=imports.upload_dir()))
+    target = directory / "upload.csv"
+    size = 0
+    if file is not None and file.filename:
+        with open(target, "wb") as out:
+            shutil.copyfileobj(file.file, out, 1024 * 1024)
+            size = out.tell()
+    if size == 0:
+        shutil.rmtree(directory, ignore_errors=True)
+        errors = {"file": [FieldError("file", N_("Choose a CSV file that is not empty."))]}
+        context = {"staff": staff, "jobs": imports.recent(session, staff), "errors": errors}
+        return _page(request, "portal/import.html", context, status=422)
+    assert file is not None
+    job = imports.create(
+        session,
+        staff,
+        file_name=file.filename or "upload.csv",
+        stored_path=str(target),
+        dry_run=True,
+        now=utcnow(),
+    )
+    session.commit()
+    imports.start_in_background(request.app.state.session_factory, settings_of(request), job.id)
+    return RedirectResponse(f"/portal/import/{job.id}", status_code=303)
+
+
+def _job(session: Session, staff: StaffMember, import_id: str) -> PortalImport | None:
+    if not import_id.isdigit() or len(import_id) > 12:
+        return None
+    return imports.import_in_scope(session, staff, int(import_id))
+
+
+@router.get("/portal/import/{import_id}")
+def import_job_page(request: Request, import_id: str, session: Db, staff: Staff) -> Response:
+    job = _job(session, staff, import_id)
+    if job is None:
+        return _not_found(request, staff)
+    imports.refresh_stale(session, job, now=utcnow())
+    session.commit()
+    return _page(
+        request,
+        "portal/import_job.html",
+        {"staff": staff, "job": job, "running": job.state in imports.RUNNING},
+    )
+
+
+@router.post("/portal/import/{import_id}/run", dependencies=[Csrf])
+def run_import(request: Request, import_id: str, session: Db, staff: Staff) -> Response:
+    checked = _job(session, staff, import_id)
+    if checked is None:
+        return _not_found(request, staff)
+    job = imports.import_checked(session, staff, checked, now=utcnow())
+    if job is None:
+        session.rollback()
+        return RedirectResponse(f"/portal/import/{checked.id}", status_code=303)
+    session.commit()
+    imports.start_in_background(request.app.state.session_factory, settings_of(request), job.id)
+    return RedirectResponse(f"/portal/import/{job.id}", status_code=303)

@@ -154,17 +154,6 @@ def create_staff(
     return staff, token
 
 
-def reinvite(session: Session, staff: StaffMember, *, by: StaffMember | None, now: datetime) -> str:
-    """A new invitation link (the old one stops working)."""
-    token = new_token()
-    staff.invite_token_hash = token_hash(token)
-    staff.invite_expires_at = now + timedelta(hours=INVITE_HOURS)
-    record(
-        session, "staff_reinvited", by, now=now, tenant=(staff.dealer_code, staff.country), staff_id=staff.id
-    )
-    return token
-
-
 def invitation_link(settings: Settings, token: str) -> str:
     return settings.public_url(f"/portal/invite/{token}")
 

@@ -81,9 +81,19 @@ def _declared_length(scope: Scope) -> int | None:
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        upload_paths: tuple[str, ...] = (),
+        max_upload_bytes: int = 0,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # File uploads (exactly these paths, POST) may be larger.
+        self.upload_paths = frozenset(upload_paths)
+        self.max_upload_bytes = max(max_upload_bytes, max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,6 +110,8 @@ class RequestContext:
             await send(message)
 
         limit = self.max_body_bytes
+        if scope.get("method") == "POST" and scope["path"] in self.upload_paths:
+            limit = self.max_upload_bytes
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
             detail = f"The request body may be at most {limit} bytes."

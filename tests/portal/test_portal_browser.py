@@ -31,7 +31,7 @@ from tests.browser_support import (
 )
 from tests.conftest import Database, SmtpServer
 from tests.helpers import link_in
-from tests.portal.portal_support import STAFF_PASSWORD
+from tests.portal.portal_support import STAFF_PASSWORD, make_staff
 from tests.sms_gateway import Gateway, wait_for_code
 
 pytestmark = pytest.mark.browser
@@ -177,3 +177,33 @@ def test_staff_first_login_and_the_support_actions(
     assert httpx.get(link_in(corrected), follow_redirects=True).status_code == 200
     timeline = staff.locator("#timeline").inner_text()
     assert "phone_corrected" in timeline and "email_corrected" in timeline
+
+
+def test_csv_dry_run_shows_the_row_errors(
+    chromium: Any, live: LiveServer, db: Database, tmp_path: Any
+) -> None:
+    _id, secret = make_staff(
+        db.factory, "agent@se01.example", "dealer_agent", dealer="SE-01", enrolled_with=live.settings
+    )
+    page = chromium.new_context(viewport=TABLET, locale="en-GB").new_page()
+    page.goto(f"{live.url}/portal/login")
+    page.locator("#email").fill("agent@se01.example")
+    page.locator("#password").fill(STAFF_PASSWORD)
+    _submit(page, "/portal/login")
+    page.locator("#code").fill(pyotp.TOTP(secret).at(datetime.now(UTC)))
+    _submit(page, "/portal/login/verify")
+    csv_file = tmp_path / "orders.csv"
+    csv_file.write_text(
+        "order_number,dealer_code,model_code,vin,buyer_first_name,buyer_last_name,buyer_email,buyer_phone,"
+        "country,language,planned_delivery_date\n"
+        "B-1,SE-01,E40,,Kim,Berg,kim@example.com,+46701234567,SE,sv,2027-05-01\n"
+        "B-2,SE-01,E40,,Lo,Berg,not-an-address,+46701234567,SE,sv,2027-13-01\n"
+    )
+    page.goto(f"{live.url}/portal/import")
+    page.locator("#file").set_input_files(str(csv_file))
+    _submit(page, "/portal/import")
+    page.locator("#job-state[data-state='done']").wait_for(timeout=20_000)  # the page refreshes itself
+    rows = page.locator("#row-errors tbody tr").all_inner_texts()
+    assert any("buyer_email" in row and row.startswith("3") for row in rows), rows
+    assert any("planned_delivery_date" in row for row in rows), rows
+    assert page.locator("form[action$='/run']").count() == 0  # nothing to import from a file with errors

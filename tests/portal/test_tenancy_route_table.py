@@ -17,7 +17,9 @@ from onboarding.core.db import transaction
 from onboarding.core.settings import Settings
 from onboarding.identity.models import AuditEvent
 from onboarding.ops.app import create_app
+from onboarding.portal import imports
 from onboarding.portal.dependencies import staff_signed_in
+from onboarding.portal.models import StaffMember
 from onboarding.portal.pages import ACTION_DONE, REQUEST_DONE
 from tests.conftest import NOW, Database
 from tests.helpers import app_routes, csrf
@@ -77,6 +79,14 @@ def tenants(db: Database, settings: Settings, reference: None) -> dict[str, Any]
             db.factory, f"row-agent@{prefix.lower()}.example", "dealer_agent", dealer=dealer
         )
         rows[name]["staff_id"] = str(agent_id)
+        # An import that agent started (only its starter and platform admins see it).
+        with transaction(db.factory) as session:
+            starter = session.get(StaffMember, agent_id)
+            assert starter is not None
+            job = imports.create(
+                session, starter, file_name="orders.csv", stored_path="", dry_run=True, now=NOW
+            )
+            rows[name]["import_id"] = str(job.id)
     staff = {
         "dealer_agent": make_staff(
             db.factory, "agent@se01.example", "dealer_agent", dealer="SE-01", enrolled_with=settings
@@ -106,7 +116,12 @@ ACTION_KINDS = (
     "staff_deactivated",
     "staff_linked_used_car",
 )
-MISSING = {"order_number": "NO-SUCH-ORDER", "request_id": "999999", "staff_id": "999999"}
+MISSING = {
+    "order_number": "NO-SUCH-ORDER",
+    "request_id": "999999",
+    "staff_id": "999999",
+    "import_id": "999999",
+}
 
 # Who sees which tenant's rows: True means 200, False means 404 (as for a row that does not exist).
 SEES = {
@@ -123,6 +138,14 @@ EMAILS = {
     "other_market": "market@us.example",
     "platform": "admin@brand.example",
 }
+
+
+def _sees(who: str, name: str, path: str) -> bool:
+    """Whether ``who`` may see the row of tenant ``name`` that ``path`` names: an import is its
+    starter's (and platform admins'), everything else the tenant's."""
+    if "{import_id}" in path:
+        return who == "platform"
+    return SEES[who][name]
 
 
 def _fill(path: str, values: dict[str, str]) -> str:
@@ -153,14 +176,14 @@ def test_rows_of_another_tenant_are_not_found(
             for name, keys in tenants["rows"].items():
                 path = _fill(route.path, keys)
                 answer = client.get(path)
-                expected = 200 if SEES[who][name] else 404
+                expected = 200 if _sees(who, name, route.path) else 404
                 assert answer.status_code == expected, (route.path, who, name)
                 if expected == 404:  # exactly as if it did not exist
                     assert answer.text.replace(path, missing_path) == missing.text
         # Every action on another tenant's row is a 404 too, and changes nothing.
         for route in posts:
             for name, keys in tenants["rows"].items():
-                if SEES[who][name]:
+                if _sees(who, name, route.path):
                     continue
                 for action in _actions(route.path):
                     path = _fill(route.path, {**keys, "action": action})
