@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -227,6 +228,19 @@ def _enrol_page(
     )
 
 
+def _code_refused(request: Request, staff: StaffMember, *, now: datetime) -> Any:
+    """The failure text and status when this staff member may not try a code now (too many tries,
+    or locked): the same rule for the enrolment's first code as for every later login's."""
+    settings = settings_of(request)
+    if not rate_limits(request).hit(
+        settings.rate_limit_login_per_account, "staff-second-factor", str(staff.id)
+    ):
+        return lazy_gettext(TOO_MANY), 429
+    if staff_service.is_locked(staff, now):
+        return lazy_gettext(LOGIN_LOCKED, minutes=settings.lockout_minutes), 423
+    return None
+
+
 @router.get("/portal/login/enrol")
 def enrol_page(request: Request, session: Db, next: str | None = None) -> Response:
     staff = _halfway(request, session)
@@ -249,6 +263,11 @@ def enrol(
         return _to_login()
     settings = settings_of(request)
     now = utcnow()
+    refused = _code_refused(request, staff, now=now)
+    if refused is not None:
+        page = _enrol_page(request, session, staff, next=_next(next), failure=refused[0])
+        page.status_code = refused[1]
+        return page
     codes = staff_service.confirm_enrolment(session, settings, staff, code, now=now, ip=client_ip(request))
     if codes is None:
         staff_service.record_failure(
@@ -288,18 +307,11 @@ def verify(
         return _to_login()
     settings = settings_of(request)
     now = utcnow()
-    if not rate_limits(request).hit(
-        settings.rate_limit_login_per_account, "staff-second-factor", str(staff.id)
-    ):
+    refused = _code_refused(request, staff, now=now)
+    if refused is not None:
         return _page(
-            request,
-            "portal/verify.html",
-            {"next": _next(next), "failure": lazy_gettext(TOO_MANY)},
-            status=429,
+            request, "portal/verify.html", {"next": _next(next), "failure": refused[0]}, status=refused[1]
         )
-    if staff.locked_until is not None and staff.locked_until > now:
-        failure = lazy_gettext(LOGIN_LOCKED, minutes=settings.lockout_minutes)
-        return _page(request, "portal/verify.html", {"next": _next(next), "failure": failure}, status=423)
     if not staff_service.check_second_factor(session, settings, staff, code, now=now, ip=client_ip(request)):
         session.commit()
         return _page(

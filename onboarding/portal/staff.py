@@ -258,7 +258,7 @@ class LoginResult:
     staff: StaffMember | None = None
 
 
-def _is_locked(staff: StaffMember, now: datetime) -> bool:
+def is_locked(staff: StaffMember, now: datetime) -> bool:
     return staff.locked_until is not None and staff.locked_until > now
 
 
@@ -284,7 +284,7 @@ def check_password(
     and answers like a wrong password."""
     staff = find_staff(session, email) if email.strip() else None
     usable = staff is not None and staff.deactivated_at is None and staff.password_hash is not None
-    if staff is not None and usable and _is_locked(staff, now):
+    if staff is not None and usable and is_locked(staff, now):
         check_password_hash(None, password)
         return LoginResult(LoginOutcome.LOCKED, staff)
     ok, rehashed = check_password_hash(

@@ -164,3 +164,23 @@ def test_wrong_passwords_lock_a_staff_account(db: Database, settings: Settings, 
         assert staff_login(client, "admin@brand.example").status_code == 423  # even the right one, for now
         # An unknown address answers like a wrong password.
         assert staff_login(client, "nobody@brand.example").status_code == 401
+
+
+def test_wrong_enrolment_codes_lock_like_wrong_passwords(
+    db: Database, settings: Settings, reference: None
+) -> None:
+    limited = settings.model_copy(update={"lockout_failures": 3})
+    staff_id, _ = make_staff(db.factory, "new@brand.example", "platform_admin")  # not enrolled yet
+    with TestClient(create_app(limited, session_factory=db.factory)) as client:
+        assert staff_login(client, "new@brand.example").headers["location"].startswith("/portal/login/enrol")
+        client.get("/portal/login/enrol")
+        secret = totp_secret(db.factory, limited, staff_id)
+        for _ in range(3):
+            assert (
+                client.post("/portal/login/enrol", data={**csrf(client), "code": "000000"}).status_code == 401
+            )
+        right = client.post(
+            "/portal/login/enrol", data={**csrf(client), "code": code_at(secret, datetime.now(UTC))}
+        )
+        assert right.status_code == 423  # locked: not even the right code enrols now
+        assert client.get("/portal/orders", follow_redirects=False).status_code == 303
