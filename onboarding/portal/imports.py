@@ -18,7 +18,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from onboarding.core.clock import utcnow
@@ -100,11 +100,19 @@ def import_checked(
     report = checked.report or {}
     if not checked.dry_run or checked.state != DONE or report.get("error_count") or not checked.stored_path:
         return None
-    job = create(
-        session, staff, file_name=checked.file_name, stored_path=checked.stored_path, dry_run=False, now=now
-    )
-    checked.stored_path = None  # the file now belongs to the import
-    return job
+    # The file is claimed by a conditional update: of two clicks at once, one imports it.
+    path = checked.stored_path
+    claimed = session.execute(
+        update(PortalImport)
+        .where(PortalImport.id == checked.id, PortalImport.stored_path == path)
+        .values(stored_path=None)
+        .returning(PortalImport.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    session.refresh(checked)
+    if claimed is None:
+        return None
+    return create(session, staff, file_name=checked.file_name, stored_path=path, dry_run=False, now=now)
 
 
 def refresh_stale(session: Session, job: PortalImport, *, now: datetime) -> None:

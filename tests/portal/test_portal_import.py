@@ -6,14 +6,19 @@ empty upload names the field; another staff member cannot see the job."""
 from __future__ import annotations
 
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from onboarding.core.db import transaction
 from onboarding.core.settings import Settings
 from onboarding.ops.app import create_app
-from tests.conftest import Database
+from onboarding.portal import imports
+from onboarding.portal.models import PortalImport, StaffMember
+from tests.conftest import NOW, Database
 from tests.helpers import csrf
 from tests.portal.portal_support import add_dealer, make_staff, signed_in_staff
 from vehicles.models import Order
@@ -109,3 +114,33 @@ def test_dry_run_report_then_import(db: Database, settings: Settings, reference:
         # The checked file was imported once: asking again changes nothing.
         client.post(run.group(1), data=csrf(client))
         assert _orders(db) == 2
+
+
+def test_two_clicks_on_import_start_one_import(db: Database, settings: Settings, reference: None) -> None:
+    """The checked file is claimed by a conditional update: two requests at once make one import."""
+    staff_id, _ = make_staff(db.factory, "agent@se01.example", "dealer_agent", dealer="SE-01")
+    with transaction(db.factory) as session:
+        staff = session.get(StaffMember, staff_id)
+        assert staff is not None
+        checked = imports.create(
+            session, staff, file_name="a.csv", stored_path="/nowhere/a.csv", dry_run=True, now=NOW
+        )
+        checked.state, checked.report = imports.DONE, {"error_count": 0}
+        checked_id = checked.id
+    barrier = threading.Barrier(2)
+
+    def click() -> int | None:
+        barrier.wait(timeout=10)
+        with transaction(db.factory) as session:
+            staff = session.get(StaffMember, staff_id)
+            checked = session.get(PortalImport, checked_id)
+            assert staff is not None and checked is not None
+            job = imports.import_checked(session, staff, checked, now=NOW)
+            return job.id if job else None
+
+    with ThreadPoolExecutor(2) as pool:
+        started = [f.result(timeout=60) for f in [pool.submit(click), pool.submit(click)]]
+    assert sum(job is not None for job in started) == 1
+    with db.factory() as session:
+        imports_started = session.scalars(select(PortalImport).where(PortalImport.dry_run.is_(False))).all()
+        assert [(j.stored_path, j.state) for j in imports_started] == [("/nowhere/a.csv", "queued")]
