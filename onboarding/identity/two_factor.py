@@ -58,21 +58,30 @@ def qr_svg_data_uri(uri: str) -> str:
     return str(segno.make(uri, error="m").svg_data_uri(scale=5, border=2))
 
 
+def matching_step(totp: pyotp.TOTP, code: str, last_step: int | None, *, now: datetime) -> int | None:
+    """The time step a 6-digit code matches (the current one or one either side), never one at or
+    before ``last_step`` (a code is used once); None when it matches none. Shared with the staff
+    portal's authenticator."""
+    cleaned = "".join(c for c in code if c.isdigit())
+    if len(cleaned) != 6:
+        return None
+    current = totp.timecode(now)
+    for step in (current, current - 1, current + 1):
+        if last_step is not None and step <= last_step:
+            continue
+        if hmac.compare_digest(totp.generate_otp(step), cleaned):
+            return step
+    return None
+
+
 def check_totp(settings: Settings, account: Account, code: str, *, now: datetime) -> bool:
     """True once per time step for a matching code; records the step."""
     totp = _totp(settings, account)
-    cleaned = "".join(c for c in code if c.isdigit())
-    if totp is None or len(cleaned) != 6:
+    step = matching_step(totp, code, account.totp_last_counter, now=now) if totp is not None else None
+    if step is None:
         return False
-    current = totp.timecode(now)
-    for offset in (0, -1, 1):
-        step = current + offset
-        if account.totp_last_counter is not None and step <= account.totp_last_counter:
-            continue
-        if hmac.compare_digest(totp.generate_otp(step), cleaned):
-            account.totp_last_counter = step
-            return True
-    return False
+    account.totp_last_counter = step
+    return True
 
 
 def confirm_totp(
@@ -112,12 +121,17 @@ def disable(session: Session, account: Account, *, password: str, now: datetime,
     audit.record(session, "two_factor_disabled", now=now, account_id=account.id, ip=ip)
 
 
-def _backup_hash(settings: Settings, account_id: int, code: str) -> str:
+def backup_code_digest(settings: Settings, purpose: str, owner_id: int, code: str) -> str:
+    """A backup code's keyed hash (spaces, dashes and case ignored), per owner and purpose."""
     normalised = "".join(c for c in code.lower() if c.isalnum())
-    return keyed_digest(settings.secret_key_value(), "backup-code", account_id, normalised)
+    return keyed_digest(settings.secret_key_value(), purpose, owner_id, normalised)
 
 
-def _new_backup_code() -> str:
+def _backup_hash(settings: Settings, account_id: int, code: str) -> str:
+    return backup_code_digest(settings, "backup-code", account_id, code)
+
+
+def new_backup_code() -> str:
     raw = base64.b32encode(secrets.token_bytes(7)).decode().lower()[:10]
     return f"{raw[:5]}-{raw[5:]}"
 
@@ -125,7 +139,7 @@ def _new_backup_code() -> str:
 def new_backup_codes(session: Session, settings: Settings, account: Account, *, now: datetime) -> list[str]:
     """Ten new codes; earlier ones stop working. Only their hashes are stored."""
     session.execute(delete(BackupCode).where(BackupCode.account_id == account.id))
-    codes = [_new_backup_code() for _ in range(BACKUP_CODE_COUNT)]
+    codes = [new_backup_code() for _ in range(BACKUP_CODE_COUNT)]
     session.add_all(
         BackupCode(account_id=account.id, code_hash=_backup_hash(settings, account.id, c), created_at=now)
         for c in codes

@@ -6,9 +6,6 @@ audited with the staff member who made it."""
 
 from __future__ import annotations
 
-import base64
-import hmac
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -21,12 +18,12 @@ from notifications import outbox
 from notifications.email import outbox_email, render_email
 from notifications.support import contact_for
 from onboarding.core.branding import brand
-from onboarding.core.crypto import keyed_digest, new_token, seal_text, token_hash, unseal_text
+from onboarding.core.crypto import new_token, seal_text, token_hash, unseal_text
 from onboarding.core.errors import FieldError, ValidationFailed
 from onboarding.core.fields import clean_country, clean_email, clean_language, clean_name
 from onboarding.core.i18n import N_, gettext_, use_language
 from onboarding.core.settings import Settings
-from onboarding.identity import audit
+from onboarding.identity import audit, two_factor
 from onboarding.identity.accounts import check_new_password, check_password_hash, hash_password
 from onboarding.portal import staff_sessions
 from onboarding.portal.models import DEALER_ROLES, StaffBackupCode, StaffMember, StaffRole
@@ -41,7 +38,6 @@ ROLE_LABELS = {
     StaffRole.PLATFORM_ADMIN.value: N_("Platform admin"),
 }
 TOTP_SEAL_PURPOSE = "staff-totp-secret"
-BACKUP_CODE_COUNT = 10
 
 
 def actor_of(staff: StaffMember | None) -> str:
@@ -328,22 +324,16 @@ def provisioning_uri(settings: Settings, staff: StaffMember, secret: str) -> str
 
 
 def check_totp(settings: Settings, staff: StaffMember, code: str, *, now: datetime) -> bool:
-    """True once per time step for a matching code (a step either side allowed); records the step, so
-    a code seen over a shoulder cannot be used again."""
+    """True once per time step for a matching code (``two_factor.matching_step``); records the step,
+    so a code seen over a shoulder cannot be used again."""
     if not staff.totp_secret_sealed:
         return False
     totp = pyotp.TOTP(unseal_text(settings.secret_key_value(), TOTP_SEAL_PURPOSE, staff.totp_secret_sealed))
-    cleaned = "".join(c for c in code if c.isdigit())
-    if len(cleaned) != 6:
+    step = two_factor.matching_step(totp, code, staff.totp_last_counter, now=now)
+    if step is None:
         return False
-    current = totp.timecode(now)
-    for step in (current, current - 1, current + 1):
-        if staff.totp_last_counter is not None and step <= staff.totp_last_counter:
-            continue
-        if hmac.compare_digest(totp.generate_otp(step), cleaned):
-            staff.totp_last_counter = step
-            return True
-    return False
+    staff.totp_last_counter = step
+    return True
 
 
 def confirm_enrolment(
@@ -358,17 +348,13 @@ def confirm_enrolment(
 
 
 def _backup_hash(settings: Settings, staff_id: int, code: str) -> str:
-    normalised = "".join(c for c in code.lower() if c.isalnum())
-    return keyed_digest(settings.secret_key_value(), "staff-backup-code", staff_id, normalised)
+    return two_factor.backup_code_digest(settings, "staff-backup-code", staff_id, code)
 
 
 def new_backup_codes(session: Session, settings: Settings, staff: StaffMember, *, now: datetime) -> list[str]:
     """Ten new codes; earlier ones stop working. Only their keyed hashes are stored."""
     session.execute(delete(StaffBackupCode).where(StaffBackupCode.staff_id == staff.id))
-    codes = []
-    for _ in range(BACKUP_CODE_COUNT):
-        raw = base64.b32encode(secrets.token_bytes(7)).decode().lower()[:10]
-        codes.append(f"{raw[:5]}-{raw[5:]}")
+    codes = [two_factor.new_backup_code() for _ in range(two_factor.BACKUP_CODE_COUNT)]
     session.add_all(
         StaffBackupCode(staff_id=staff.id, code_hash=_backup_hash(settings, staff.id, c), created_at=now)
         for c in codes
