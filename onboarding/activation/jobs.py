@@ -14,11 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from notifications import outbox
 from notifications.senders import default_senders
-from onboarding.activation import invitations
+from onboarding.activation import invitations, support_requests
 from onboarding.core.clock import utcnow
 from onboarding.core.db import transaction
 from onboarding.core.settings import Settings
-from vehicles.charging import cards
 from vehicles.models import Dealer, VehicleModel
 
 log = structlog.get_logger(__name__)
@@ -46,10 +45,10 @@ def queue_due_reminders(factory: sessionmaker[Session], settings: Settings, *, n
 
 
 def flag_overdue_cards(factory: sessionmaker[Session], settings: Settings, *, now: datetime) -> int:
-    """Charging cards not delivered in time: flagged, support told once per card (its own transaction;
-    the emails go with this pass's drain)."""
+    """Charging cards not delivered in time: one support request per card (its own transaction; the
+    emails go with this pass's drain)."""
     with transaction(factory) as session:
-        return cards.flag_overdue(session, settings, now=now)
+        return support_requests.report_overdue_cards(session, settings, now=now)
 
 
 class Handover:

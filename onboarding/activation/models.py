@@ -48,7 +48,8 @@ class Invitation(Base):
 
 
 class SupportRequest(Base):
-    """A buyer's request for help, routed by the support directory and tracked until handled."""
+    """A request for help (a buyer's, or the scheduler's for a late charging card), routed by the
+    support directory and tracked until handled."""
 
     __tablename__ = "support_requests"
 
@@ -61,6 +62,8 @@ class SupportRequest(Base):
     contact_email: Mapped[str | None] = mapped_column(String(320))
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
     invitation_id: Mapped[int | None] = mapped_column(ForeignKey("invitations.id"))
+    # The late charging card a request of kind "charging_card_overdue" is about.
+    charging_card_id: Mapped[int | None] = mapped_column(ForeignKey("charging_cards.id", ondelete="SET NULL"))
     message: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), default="open")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

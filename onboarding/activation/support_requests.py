@@ -1,4 +1,5 @@
-"""Support requests from buyers, routed by the support directory and tracked as rows."""
+"""Support requests, routed by the support directory and tracked as rows: the buyers' own, and the
+late charging cards the scheduler finds (SPEC §3.6, §3.9)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from onboarding.core.errors import FieldError, ValidationFailed
 from onboarding.core.fields import clean_country, clean_email
 from onboarding.core.i18n import N_
 from onboarding.core.settings import Settings
+from onboarding.identity.models import Account
+from vehicles.charging import cards
 from vehicles.models import Dealer, Order
 from vehicles.service import add_event
 
@@ -24,6 +27,7 @@ KINDS = {
     "no_sms": "No SMS code received",
     "wrong_phone": "Wrong phone number",
     "vehicle_pairing": "Pairing a car with a code (check the registration papers)",
+    "charging_card_overdue": "Charging card not delivered in time",
 }
 
 
@@ -39,6 +43,8 @@ def record_request(
     dealer: Dealer | None = None,
     invitation: Invitation | None = None,
     message: str | None = None,
+    charging_card_id: int | None = None,
+    actor: str = "buyer",
 ) -> SupportRequest:
     """Store the request, route it to the country's mailbox (or the dealer), and notify them."""
     if kind not in KINDS:
@@ -54,6 +60,7 @@ def record_request(
         contact_email=contact_email,
         order_id=order.id if order else None,
         invitation_id=invitation.id if invitation else None,
+        charging_card_id=charging_card_id,
         message=(message or "")[:2000] or None,
         status="open",
         created_at=now,
@@ -89,7 +96,7 @@ def record_request(
         now=now,
     )
     if order is not None:
-        add_event(session, order, "support_request", "buyer", now, f"{kind} -> {contact.email}")
+        add_event(session, order, "support_request", actor, now, f"{kind} -> {contact.email}")
     return request
 
 
@@ -159,3 +166,26 @@ def request_new_invitation(
         contact_email=contact_email,
         message=message,
     )
+
+
+def report_overdue_cards(session: Session, settings: Settings, *, now: datetime) -> int:
+    """Every charging card late now becomes one support request (never two: the card is claimed),
+    routed like its order, for the market's support or the dealer to chase; the buyer, the contract's
+    holder, is told when it is done. Returns how many were reported."""
+    late = cards.claim_overdue(session, now=now)
+    for card in late:
+        holder = session.get(Account, card.account_id)
+        record_request(
+            session,
+            settings,
+            kind="charging_card_overdue",
+            now=now,
+            country=card.country,
+            contact_email=holder.email if holder else None,
+            order=card.order,
+            dealer=card.dealer,
+            message=card.description,
+            charging_card_id=card.card_id,
+            actor="system",
+        )
+    return len(late)

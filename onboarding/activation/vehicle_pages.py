@@ -42,16 +42,6 @@ from vehicles.subscriptions import active_services
 router = APIRouter(include_in_schema=False)
 Me = Annotated[web_sessions.CurrentSession, Depends(signed_in)]
 
-# A charging card's state as the buyer reads it.
-CARD_STATES = {
-    "requested": N_("Ordered"),
-    "produced": N_("Produced"),
-    "shipped": N_("On its way"),
-    "delivered": N_("Delivered"),
-    "blocked": N_("Blocked"),
-    "replaced": N_("Replaced"),
-}
-
 # The production timeline, first to last (a cancelled order shows its status instead).
 TRACKED_STATUSES: tuple[tuple[ProductionStatus, str], ...] = (
     (ProductionStatus.ORDERED, N_("Ordered")),
@@ -184,7 +174,9 @@ def my_vehicles(request: Request, session: Db, me: Me) -> Response:
             # /activate works only with the invitation's cookie (set when its emailed link was opened).
             "has_invite_cookie": bool(request.cookies.get(INVITE_COOKIE)),
             "signed_in_as": account.email,
-            "card_states": {state: lazy_gettext(label) for state, label in CARD_STATES.items()},
+            "card_states": {
+                state: lazy_gettext(label) for state, label in charging_cards.STATE_LABELS.items()
+            },
         },
         language=account.language,
     )

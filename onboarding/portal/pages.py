@@ -48,6 +48,8 @@ from onboarding.web.app_state import client_ip, settings_of
 from onboarding.web.forms import by_field, csrf_protect, safe_next
 from onboarding.web.rendering import render
 from onboarding.web.transactions import db_session
+from vehicles.charging import cards as charging_cards
+from vehicles.charging.models import ChargingCard
 from vehicles.models import Order
 
 router = APIRouter(include_in_schema=False)
@@ -536,6 +538,11 @@ def _request_page(
     note: str = "",
 ) -> Response:
     order = session.get(Order, support_request.order_id) if support_request.order_id else None
+    card = (
+        session.get(ChargingCard, support_request.charging_card_id)
+        if support_request.charging_card_id
+        else None
+    )
     handling = session.get(SupportRequestHandling, support_request.id)
     assignee = (
         session.get(StaffMember, handling.assigned_to_id) if handling and handling.assigned_to_id else None
@@ -547,6 +554,8 @@ def _request_page(
             "staff": staff,
             "support_request": support_request,
             "order": order,
+            "card": card,
+            "card_states": charging_cards.STATE_LABELS,
             "assignee": assignee,
             "notes": support_inbox.notes_of(session, support_request),
             "message": lazy_gettext(REQUEST_DONE[done]) if done in REQUEST_DONE else None,

@@ -1,8 +1,8 @@
 """Support requests as records (SPEC §3.9): the buyers' requests ("invitation expired", "no SMS
-received", "wrong phone number", "pairing needs support"), routed by the support directory, are
-worked in the portal: the inbox of a dealer's or market's requests waiting longest first, taken by a
-staff member (in progress), notes, and done, which tells the buyer by email. Every query goes
-through ``scope.scoped``; every change is audited with the staff member."""
+received", "wrong phone number", "pairing needs support") and the late charging cards, routed by the
+support directory, are worked in the portal: the inbox of a dealer's or market's requests waiting
+longest first, taken by a staff member (in progress), notes, and done, which tells the buyer by
+email. Every query goes through ``scope.scoped``; every change is audited with the staff member."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from onboarding.core.branding import brand
 from onboarding.core.errors import FieldError, ValidationFailed
 from onboarding.core.i18n import N_, gettext_, use_language
 from onboarding.core.settings import Settings
+from onboarding.identity.models import Account
 from onboarding.portal.models import StaffMember, SupportRequestHandling, SupportRequestNote
 from onboarding.portal.scope import scoped
 from onboarding.portal.staff import record
@@ -33,6 +34,7 @@ KIND_LABELS = {
     "no_sms": N_("No SMS code received"),
     "wrong_phone": N_("Wrong phone number"),
     "vehicle_pairing": N_("Pairing a car needs support"),
+    "charging_card_overdue": N_("Charging card not delivered in time"),
 }
 INBOX_SIZE = 100
 NOTE_MAX = 2000
@@ -167,7 +169,8 @@ def finish(
     address = request.contact_email or (order.buyer_email if order else None)
     if not address:
         return False
-    language = order.language if order else settings.default_language
+    holder = None if order else session.scalar(select(Account).where(Account.email == address))
+    language = order.language if order else holder.language if holder else settings.default_language
     with use_language(language):
         context = {
             "brand": brand(settings),

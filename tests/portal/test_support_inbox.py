@@ -1,7 +1,7 @@
 """Support requests as records: the inbox lists a tenant's waiting requests, longest waiting first;
 a staff member takes one (in progress, named), adds notes (an empty one is refused, naming the
 field), and marks it done, which tells the buyer by email; done requests leave the inbox. Each step
-is audited with the staff member."""
+is audited with the staff member. A charging card not delivered in time becomes a request too."""
 
 from __future__ import annotations
 
@@ -15,11 +15,15 @@ from notifications.models import OutboxMessage
 from onboarding.activation.models import SupportRequest
 from onboarding.core.db import transaction
 from onboarding.core.settings import Settings
-from onboarding.identity.models import AuditEvent
-from tests.account_support import emails_to
+from onboarding.identity.models import Account, AuditEvent
+from tests.account_support import emails_to, make_account
 from tests.conftest import NOW, Database
 from tests.helpers import csrf, id_form, invite_through_api, path_of, run_jobs
-from tests.portal.portal_support import make_staff, signed_in_staff
+from tests.portal.portal_support import add_dealer, add_orders, make_staff, signed_in_staff
+from vehicles import links
+from vehicles.charging import contracts
+from vehicles.charging.models import ChargingCard
+from vehicles.models import Order, Vehicle, VehicleRole
 
 
 def _inbox_ids(html: str) -> list[int]:
@@ -75,3 +79,57 @@ def test_a_request_is_taken_noted_and_done(
             for e in session.scalars(select(AuditEvent).where(AuditEvent.actor.like(f"staff:{staff_id} %")))
         ]
     assert {"staff_took_request", "staff_noted_request", "staff_finished_request"} <= set(kinds)
+
+
+def test_a_late_charging_card_becomes_a_request_of_the_order_s_dealer_and_market(
+    client: TestClient, db: Database, settings: Settings, reference: None
+) -> None:
+    add_dealer(db.factory, "SE7", "SE")
+    add_dealer(db.factory, "SE8", "SE")
+    (number,) = add_orders(db.factory, settings, "LATE", 1, dealer="SE7", country="SE")
+    holder_id = make_account(db.factory, settings, NOW, email="holder@example.com")
+    with transaction(db.factory) as session:
+        order = session.scalars(select(Order).where(Order.order_number == number)).one()
+        vehicle = Vehicle(
+            vin="YV1DZ8256C2271234", model_code="E40", country="SE", order_id=order.id, created_at=NOW
+        )
+        session.add(vehicle)
+        session.flush()
+        links.link_user(session, vehicle, holder_id, VehicleRole.PRIMARY, now=NOW, actor="test")
+        contracts.book(session, settings, vehicle, session.get_one(Account, holder_id), now=NOW)
+    days = settings.charging_card_delivery_days
+    # The scheduler's pass: not late on the expected day, one request the day after, never a second.
+    assert run_jobs(db.factory, settings, NOW + timedelta(days=days)).cards_overdue == 0
+    assert run_jobs(db.factory, settings, NOW + timedelta(days=days + 1)).cards_overdue == 1
+    assert run_jobs(db.factory, settings, NOW + timedelta(days=days + 2)).cards_overdue == 0
+    with db.factory() as session:
+        (late,) = session.scalars(select(SupportRequest)).all()
+        card = session.get_one(ChargingCard, late.charging_card_id)
+        routed = session.scalars(
+            select(OutboxMessage.recipient).where(
+                OutboxMessage.purpose == "support_request", OutboxMessage.reference_id == late.id
+            )
+        ).all()
+    assert (late.kind, late.dealer_code, late.country) == ("charging_card_overdue", "SE7", "SE")
+    assert late.contact_email == "holder@example.com" and routed == [late.routed_to]
+    assert "@se." in late.routed_to  # the Swedish market's support mailbox, as the directory says
+
+    _other, other_secret = make_staff(
+        db.factory, "agent@se8.example", "dealer_agent", dealer="SE8", enrolled_with=settings
+    )
+    other = signed_in_staff(TestClient(client.app), "agent@se8.example", other_secret)
+    assert other.get(f"/portal/requests/{late.id}").status_code == 404
+    assert late.id not in _inbox_ids(other.get("/portal/requests").text)
+    _agent, secret = make_staff(
+        db.factory, "agent@se7.example", "dealer_agent", dealer="SE7", enrolled_with=settings
+    )
+    agent = signed_in_staff(TestClient(client.app), "agent@se7.example", secret)
+    assert _inbox_ids(agent.get("/portal/requests").text) == [late.id]
+    page = agent.get(f"/portal/requests/{late.id}")
+    assert page.status_code == 200 and 'id="request-card"' in page.text and card.visual_number in page.text
+    assert agent.post(f"/portal/requests/{late.id}/done", data=csrf(agent)).status_code == 200
+    with db.factory() as session:
+        told = session.scalars(
+            select(OutboxMessage.recipient).where(OutboxMessage.purpose == "support_request_done")
+        ).all()
+    assert told == ["holder@example.com"]

@@ -1,5 +1,6 @@
 """Charging cards (SPEC §3.6): made for a contract, moved through their states by the card supplier,
-blocked by the buyer when lost (with a replacement), flagged to support when not delivered in time.
+blocked by the buyer when lost (with a replacement), claimed as overdue when not delivered in time
+(``activation.support_requests`` makes each a support request).
 
 States: requested → produced → shipped → delivered; any card not yet blocked or replaced can be
 blocked (lost, stolen) and a requested or produced card can be replaced. Every change sets the card's
@@ -9,15 +10,12 @@ commits."""
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from notifications import outbox
-from notifications.email import outbox_email, render_email
-from notifications.support import contact_for
-from onboarding.core.branding import brand
 from onboarding.core.errors import FieldError, ValidationFailed
 from onboarding.core.i18n import N_
 from onboarding.core.settings import Settings
@@ -30,6 +28,15 @@ from vehicles.service import insert_once
 REQUESTED, PRODUCED, SHIPPED, DELIVERED = "requested", "produced", "shipped", "delivered"
 BLOCKED, REPLACED = "blocked", "replaced"
 STATES = (REQUESTED, PRODUCED, SHIPPED, DELIVERED, BLOCKED, REPLACED)
+# A card's state as the buyer (and staff) read it.
+STATE_LABELS = {
+    REQUESTED: N_("Ordered"),
+    PRODUCED: N_("Produced"),
+    SHIPPED: N_("On its way"),
+    DELIVERED: N_("Delivered"),
+    BLOCKED: N_("Blocked"),
+    REPLACED: N_("Replaced"),
+}
 # Where the supplier may move a card from each state (repeating the current state is a no-op).
 SUPPLIER_MOVES: dict[str, frozenset[str]] = {
     REQUESTED: frozenset({PRODUCED}),
@@ -208,12 +215,22 @@ def invalidate_contract_cards(session: Session, contract: ChargingContract, *, n
     return ids
 
 
-OVERDUE_KIND = "Charging card not delivered in time"
+@dataclass(frozen=True)
+class OverdueCard:
+    """A card flagged as late, with what support needs to act on it."""
+
+    card_id: int
+    account_id: int
+    country: str
+    order: Order | None
+    dealer: Dealer | None
+    description: str
 
 
-def flag_overdue(session: Session, settings: Settings, *, now: datetime) -> int:
-    """Cards still on their way after their expected day: each flagged once, and the market's support
-    told once per card (an email through the outbox). Returns how many were flagged now."""
+def claim_overdue(session: Session, *, now: datetime) -> list[OverdueCard]:
+    """Cards still on their way after their expected day, each claimed once (``overdue_flagged_at``):
+    a racing scheduler's pass that flagged a card first leaves it out. The caller records the support
+    request of each, in this transaction."""
     today = now.date()
     candidates = (
         session.execute(
@@ -228,62 +245,31 @@ def flag_overdue(session: Session, settings: Settings, *, now: datetime) -> int:
         .scalars()
         .all()
     )
-    flagged = 0
+    claimed: list[OverdueCard] = []
     for card_id in candidates:
-        # Claim the card: a racing scheduler's pass that flagged it first leaves nothing to send.
         won = session.execute(
             update(ChargingCard)
             .where(ChargingCard.id == card_id, ChargingCard.overdue_flagged_at.is_(None))
             .values(overdue_flagged_at=now)
             .execution_options(synchronize_session=False)
         ).rowcount  # type: ignore[attr-defined]
-        if not won:
-            continue
-        _notify_overdue(session, settings, card_id, now=now)
-        flagged += 1
-    return flagged
+        if won:
+            claimed.append(_overdue(session, card_id))
+    return claimed
 
 
-def _notify_overdue(session: Session, settings: Settings, card_id: int, *, now: datetime) -> None:
-    row = session.execute(
+def _overdue(session: Session, card_id: int) -> OverdueCard:
+    card, contract, vehicle = session.execute(
         select(ChargingCard, ChargingContract, Vehicle)
         .join(ChargingContract, ChargingContract.id == ChargingCard.contract_id)
         .join(Vehicle, Vehicle.id == ChargingContract.vehicle_id)
         .where(ChargingCard.id == card_id)
     ).one()
-    card, contract, vehicle = row
     order = session.get(Order, vehicle.order_id) if vehicle.order_id is not None else None
     dealer = session.get(Dealer, order.dealer_code) if order is not None else None
-    contact = contact_for(settings, vehicle.country, dealer)
-    message = (
+    # Staff-facing and in English, like every support email: the card as the supplier knows it.
+    description = (
         f"Charging card {card.visual_number} (UID {card.uid}) of contract {contract.emaid} was expected "
         f"by {card.expected_by.isoformat()} and is still {card.state}. VIN: {vehicle.vin or 'not assigned'}."
     )
-    rendered = render_email(
-        "support_request",
-        "en",
-        {
-            "brand": brand(settings),
-            "support": contact,
-            "request_id": f"card-{card.id}",
-            "kind_label": OVERDUE_KIND,
-            "country": vehicle.country,
-            "contact_email": None,
-            "order_number": order.order_number if order else None,
-            "dealer_name": dealer.name if dealer else None,
-            "message": message,
-        },
-    )
-    outbox.enqueue(
-        session,
-        outbox_email(
-            settings,
-            rendered,
-            to=contact.email,
-            language="en",
-            purpose="charging_card_overdue",
-            reference_id=card.id,
-        ),
-        secret=settings.secret_key_value(),
-        now=now,
-    )
+    return OverdueCard(card.id, contract.account_id, vehicle.country, order, dealer, description)

@@ -1,6 +1,6 @@
 """Charging contracts and cards at the service level (SPEC §3.6): who may book, one live contract per
 car also under racing bookings, the card's state machine, a blocked card's replacement, contracts
-ended with the link, and the overdue job by time travel (one support email per card, never twice)."""
+ended with the link, and overdue cards by time travel (each claimed once, never twice)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from notifications.models import OutboxMessage
 from onboarding.core.db import transaction
 from onboarding.core.errors import ValidationFailed
 from onboarding.core.settings import Settings
@@ -182,34 +181,24 @@ def test_the_contract_ends_with_the_holders_link_and_its_cards_turn_invalid(
     assert state == cards.BLOCKED and announced[-1] == [card_id]
 
 
-def _support_emails(db: Database) -> list[tuple[str, int | None]]:
-    with db.factory() as session:
-        return [
-            (m.recipient, m.reference_id)
-            for m in session.scalars(
-                select(OutboxMessage).where(OutboxMessage.purpose == "charging_card_overdue")
-            )
-        ]
+def _claimed(db: Database, now: datetime) -> list[int]:
+    with transaction(db.factory) as session:
+        return [late.card_id for late in cards.claim_overdue(session, now=now)]
 
 
-def test_overdue_cards_are_flagged_to_support_once_each(
-    db: Database, reference: None, settings: Settings
-) -> None:
+def test_overdue_cards_are_claimed_once_each(db: Database, reference: None, settings: Settings) -> None:
     vehicle_id, primary_id, _secondary = _car(db, settings)
     _book(db, settings, vehicle_id, primary_id)
     ((first_id, _state),) = _cards(db)
     days = settings.charging_card_delivery_days
-    # On the expected day the card is not late yet.
+    assert _claimed(db, NOW + timedelta(days=days)) == []  # on the expected day the card is not late yet
     with transaction(db.factory) as session:
-        assert cards.flag_overdue(session, settings, now=NOW + timedelta(days=days)) == 0
-    with transaction(db.factory) as session:
-        assert cards.flag_overdue(session, settings, now=NOW + timedelta(days=days + 1)) == 1
-    ((recipient, about),) = _support_emails(db)
-    assert about == first_id and "@se." in recipient  # the Swedish market's support mailbox
-    with transaction(db.factory) as session:
-        assert cards.flag_overdue(session, settings, now=NOW + timedelta(days=days + 5)) == 0
-    assert len(_support_emails(db)) == 1
-    # A delivered card is never late; a second late card gets its own email.
+        (late,) = cards.claim_overdue(session, now=NOW + timedelta(days=days + 1))
+        # What support needs: whose card, where, and the card as the supplier knows it.
+        assert (late.card_id, late.account_id, late.country) == (first_id, primary_id, "SE")
+        assert VIN in late.description and "requested" in late.description
+    assert _claimed(db, NOW + timedelta(days=days + 5)) == []
+    # A blocked card is never late; its replacement, late in turn, is claimed on its own.
     with transaction(db.factory) as session:
         cards.block(
             session,
@@ -218,8 +207,5 @@ def test_overdue_cards_are_flagged_to_support_once_each(
             now=NOW + timedelta(days=days + 2),
             actor="self",
         )
-    with transaction(db.factory) as session:
-        assert cards.flag_overdue(session, settings, now=NOW + timedelta(days=2 * days + 3)) == 1
-        assert cards.flag_overdue(session, settings, now=NOW + timedelta(days=2 * days + 3)) == 0
-    emails = _support_emails(db)
-    assert len(emails) == 2 and emails[0][1] == first_id and emails[1][1] != first_id
+    (second,) = _claimed(db, NOW + timedelta(days=2 * days + 3))
+    assert second != first_id and _claimed(db, NOW + timedelta(days=2 * days + 3)) == []
