@@ -32,7 +32,8 @@ class StaffMember(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)  # stored lower-cased
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(20))
-    # The tenant: a dealer for dealer roles, a country for a market agent, neither for a platform admin.
+    # The tenant: a dealer (with its market's country) for dealer roles, a country for a market agent,
+    # neither for a platform admin.
     dealer_code: Mapped[str | None] = mapped_column(ForeignKey("dealers.code"), index=True)
     country: Mapped[str | None] = mapped_column(String(2), index=True)
     language: Mapped[str] = mapped_column(String(8))

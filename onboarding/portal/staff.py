@@ -107,9 +107,11 @@ def create_staff(
     if role not in set(StaffRole):
         errors.append(FieldError("role", N_("Choose one of the roles.")))
     elif role in DEALER_ROLES:
-        if not dealer_code or session.get(Dealer, dealer_code) is None:
+        dealer = session.get(Dealer, dealer_code) if dealer_code else None
+        if dealer is None:
             errors.append(FieldError("dealer", N_("No dealer has this code.")))
-        country = None
+        # The dealer's market: their own audit entries (sign-ins, failures) belong to it too.
+        country = dealer.country if dealer else None
     elif role == StaffRole.MARKET_AGENT:
         country = clean_country(country or "", "country", errors)
         dealer_code = None
@@ -142,6 +144,7 @@ def create_staff(
         "staff_created",
         creator,
         now=now,
+        tenant=(dealer_code, country),
         staff_id=staff.id,
         role=role,
         dealer=dealer_code,

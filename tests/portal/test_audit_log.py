@@ -1,5 +1,6 @@
 """The portal's audit log: each entry names the staff member and carries the dealer and market of
-what was done; a dealer's staff see their dealer's entries only, a market's its country's, platform
+what was done; a dealer's staff see their dealer's entries only, a market's its country's (its
+dealers' staff's own entries included), platform
 admins all (the IDs' security events too); filters by kind, who and day; bad filters name the field."""
 
 from __future__ import annotations
@@ -31,8 +32,12 @@ def test_entries_are_scoped_and_filtered(db: Database, settings: Settings, refer
         db.factory, "market@us.example", "market_agent", country="US", enrolled_with=settings
     )
     _c, root_secret = make_staff(db.factory, "root@brand.example", "platform_admin", enrolled_with=settings)
+    _d, us_dealer_secret = make_staff(
+        db.factory, "agent@us01.example", "dealer_agent", dealer="US-01", enrolled_with=settings
+    )
     app = create_app(settings, session_factory=db.factory)
-    with TestClient(app) as se, TestClient(app) as us, TestClient(app) as root:
+    with TestClient(app) as se, TestClient(app) as us, TestClient(app) as root, TestClient(app) as us_dealer:
+        signed_in_staff(us_dealer, "agent@us01.example", us_dealer_secret)
         signed_in_staff(se, "agent@se01.example", se_secret)
         signed_in_staff(us, "market@us.example", us_secret)
         signed_in_staff(root, "root@brand.example", root_secret)
@@ -57,6 +62,10 @@ def test_entries_are_scoped_and_filtered(db: Database, settings: Settings, refer
         )
         theirs = us.get("/portal/audit").text
         assert "Duplicate order" in theirs and "Buyer withdrew" not in theirs
+        # A dealer's staff belong to its market: their own entries (signing in) are the market's too.
+        signed_in = {"kind": "staff_signed_in", "who": "agent@us01"}
+        assert _kinds(us.get("/portal/audit", params=signed_in).text) == ["staff_signed_in"]
+        assert _kinds(se.get("/portal/audit", params=signed_in).text) == []
         everything = root.get("/portal/audit", params={"kind": "staff_cancelled_order"}).text
         assert _kinds(everything) == ["staff_cancelled_order", "staff_cancelled_order"]
         by_who = root.get("/portal/audit", params={"kind": "staff_cancelled_order", "who": "market@us"}).text
