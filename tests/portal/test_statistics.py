@@ -65,7 +65,8 @@ def test_funnel_median_and_stall(db: Database, settings: Settings, reference: No
         assert reached["not_due"] == "17" and reached["invited"] == "17" and reached["opened"] == "7"
         assert reached["services_active"] == "1" and reached["completed"] == "0"
         assert 'data-stage="invited"' in re.search(r'<dd id="stall"[^>]*>', html).group(0)  # type: ignore[union-attr]
-        assert '<dd id="median-days">4.5' in html
+        assert '<dd id="median-days">4.5' in html and "(1 order)" in html  # one order measured: singular
+        assert "10 orders go no further" in html  # 17 invited, 7 opened
         assert len(re.findall(r'<rect class="bar"', html)) == len(reached)
         stuck = re.findall(r'<li><a href="/portal/orders/(SE-\d+)"', html)
         assert len(stuck) == 10 and set(stuck) <= set(numbers[:10])
