@@ -404,6 +404,35 @@ def staff_create(
         typer.echo(staff_service.invitation_link(settings, token))
 
 
+@staff_app.command("reinvite")
+def staff_reinvite(
+    email: str,
+    print_link: Annotated[
+        bool, typer.Option("--print-link", help="Also print the invitation link (it is a credential).")
+    ] = False,
+) -> None:
+    """A fresh start for a staff account (a forgotten password, a lost authenticator, a deactivated
+    account): its password, authenticator and sessions stop working now and a new invitation is
+    emailed. Audited as "cli"."""
+    from onboarding.portal import staff as staff_service
+
+    settings = get_settings()
+    with transaction(_factory()) as session:
+        staff = staff_service.find_staff(session, email)
+        if staff is None:
+            typer.echo(f"email: no staff member has the address {email!r}.", err=True)
+            raise typer.Exit(1)
+        now = utcnow()
+        token = staff_service.reinvite(session, staff, by=None, now=now)
+        staff_service.send_invitation(session, settings, staff, token, now=now)
+        address = staff.email
+    typer.echo(
+        f"Staff account {address}: a new invitation email is queued; the old password no longer works."
+    )
+    if print_link:
+        typer.echo(staff_service.invitation_link(settings, token))
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -615,7 +615,9 @@ Managers = Annotated[StaffMember, Depends(staff_with_role(StaffRole.DEALER_ADMIN
 STAFF_DONE = {
     "created": N_("The account is created and its invitation is on its way."),
     "deactivated": N_("The account is deactivated."),
+    "reinvited": N_("A new invitation is on its way. The old password and authenticator no longer work."),
 }
+STAFF_ACTIONS = {"deactivate": "deactivated", "reinvite": "reinvited"}
 
 
 def _staff_page(
@@ -638,9 +640,7 @@ def _staff_page(
         {
             "staff": staff,
             "members": members,
-            "manageable": {
-                m.id for m in members if staff_service.may_manage(staff, m) and m.deactivated_at is None
-            },
+            "manageable": {m.id for m in members if staff_service.may_manage(staff, m)},
             "roles": [r.value for r in StaffRole],
             "role_labels": staff_service.ROLE_LABELS,
             "message": lazy_gettext(STAFF_DONE[done]) if done in STAFF_DONE else None,
@@ -702,20 +702,27 @@ def create_staff(
     return RedirectResponse("/portal/staff?done=created", status_code=303)
 
 
-@router.post("/portal/staff/{staff_id}/deactivate", dependencies=[Csrf])
-def deactivate_staff(request: Request, staff_id: str, session: Db, staff: Managers) -> Response:
+@router.post("/portal/staff/{staff_id}/{action}", dependencies=[Csrf])
+def manage_staff(request: Request, staff_id: str, action: str, session: Db, staff: Managers) -> Response:
+    """Deactivate a staff member, or send them a new invitation (a fresh start: password and
+    authenticator set again; a deactivated member is active again)."""
     target = (
         session.scalar(scoped(staff, select(StaffMember).where(StaffMember.id == int(staff_id)), StaffMember))
-        if staff_id.isdigit() and len(staff_id) <= 12
+        if staff_id.isdigit() and len(staff_id) <= 12 and action in STAFF_ACTIONS
         else None
     )
     if target is None:
         return _not_found(request, staff)
     if not staff_service.may_manage(staff, target):
         return _page(request, "portal/forbidden.html", {"staff": staff}, status=403)
-    staff_service.deactivate(session, target, by=staff, now=utcnow())
+    now = utcnow()
+    if action == "deactivate":
+        staff_service.deactivate(session, target, by=staff, now=now)
+    else:
+        token = staff_service.reinvite(session, target, by=staff, now=now)
+        staff_service.send_invitation(session, settings_of(request), target, token, now=now)
     session.commit()
-    return RedirectResponse("/portal/staff?done=deactivated", status_code=303)
+    return RedirectResponse(f"/portal/staff?done={STAFF_ACTIONS[action]}", status_code=303)
 
 
 # -- activation statistics ---------------------------------------------------------------------------

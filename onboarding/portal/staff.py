@@ -242,6 +242,30 @@ def deactivate(session: Session, staff: StaffMember, *, by: StaffMember | None, 
         record(session, "staff_deactivated", by, now=now, tenant=tenant, staff_id=staff.id)
 
 
+def reinvite(session: Session, staff: StaffMember, *, by: StaffMember | None, now: datetime) -> str:
+    """A fresh start for a staff member who forgot their password, lost their authenticator and its
+    backup codes, let the invitation lapse, or was deactivated: password, authenticator, backup codes,
+    lock and sessions are cleared at once (the old password stops working now, in case it leaked), the
+    account is active again, and a new invitation token is returned (to send by ``send_invitation``;
+    an older link stops working). The first login enrols an authenticator again."""
+    token = new_token()
+    staff.password_hash = None
+    staff.password_changed_at = None
+    staff.totp_secret_sealed = None
+    staff.totp_confirmed_at = None
+    staff.totp_last_counter = None
+    staff.failed_logins = 0
+    staff.locked_until = None
+    staff.deactivated_at = None
+    staff.invite_token_hash = token_hash(token)
+    staff.invite_expires_at = now + timedelta(hours=INVITE_HOURS)
+    session.execute(delete(StaffBackupCode).where(StaffBackupCode.staff_id == staff.id))
+    staff_sessions.end_all(session, staff.id, now=now, reason="reinvited")
+    tenant = (staff.dealer_code, staff.country)
+    record(session, "staff_reinvited", by, now=now, tenant=tenant, staff_id=staff.id)
+    return token
+
+
 # -- signing in ------------------------------------------------------------------------------------
 
 

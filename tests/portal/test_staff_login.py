@@ -25,7 +25,9 @@ from tests.helpers import csrf, run_jobs
 from tests.portal.portal_support import STAFF_PASSWORD, code_at, make_staff, staff_login, totp_secret
 
 
-def _cli(db: Database, settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(
+    db: Database, settings: Settings, *args: str, command: str = "create"
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONBOARDING_")}
     env.update(
         PYTHONPATH=str(Path(__file__).resolve().parents[2]),
@@ -33,8 +35,8 @@ def _cli(db: Database, settings: Settings, *args: str) -> subprocess.CompletedPr
         ONBOARDING_SECRET_KEY=settings.secret_key_value(),
         ONBOARDING_PUBLIC_BASE_URL="http://testserver",
     )
-    command = [sys.executable, "-m", "onboarding.ops.cli", "staff", "create", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=120)
+    line = [sys.executable, "-m", "onboarding.ops.cli", "staff", command, *args]
+    return subprocess.run(line, env=env, capture_output=True, text=True, check=False, timeout=120)
 
 
 def test_invited_staff_member_sets_password_and_enrols_the_authenticator(
@@ -184,3 +186,20 @@ def test_wrong_enrolment_codes_lock_like_wrong_passwords(
         )
         assert right.status_code == 423  # locked: not even the right code enrols now
         assert client.get("/portal/orders", follow_redirects=False).status_code == 303
+
+
+def test_the_command_line_sends_a_fresh_invitation(db: Database, settings: Settings, reference: None) -> None:
+    """``onboarding staff reinvite``: the way back for the last platform admin, who has nobody to ask."""
+    staff_id, _secret = make_staff(db.factory, "root@brand.example", "platform_admin", enrolled_with=settings)
+    unknown = _cli(db, settings, "nobody@brand.example", command="reinvite")
+    assert unknown.returncode == 1 and "email: no staff member has the address" in unknown.stderr
+    done = _cli(db, settings, "ROOT@brand.example", "--print-link", command="reinvite")
+    assert done.returncode == 0, done.stderr
+    link = done.stdout.strip().splitlines()[-1]
+    with db.factory() as session:
+        member = session.get_one(StaffMember, staff_id)
+        assert member.password_hash is None and member.totp_secret_sealed is None
+        kinds = session.scalars(select(AuditEvent.kind).where(AuditEvent.actor == "cli")).all()
+    assert "staff_reinvited" in kinds
+    with TestClient(create_app(settings, session_factory=db.factory)) as client:
+        assert client.get(link.removeprefix("http://testserver")).status_code == 200

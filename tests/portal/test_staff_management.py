@@ -1,4 +1,4 @@
-"""Dealer admins invite and deactivate their own dealer's agents (and no one else); platform admins
+"""Dealer admins invite, deactivate and invite anew their own dealer's agents (and no one else); platform admins
 create any role; other roles are refused the staff pages (403). Every change is audited with the
 staff member who made it; bad input names the field and creates nothing."""
 
@@ -13,10 +13,10 @@ from onboarding.core.settings import Settings
 from onboarding.identity.models import AuditEvent
 from onboarding.ops.app import create_app
 from onboarding.portal.models import StaffMember
-from tests.account_support import emails_to
+from tests.account_support import emails_to, link_to
 from tests.conftest import Database
 from tests.helpers import csrf, run_jobs
-from tests.portal.portal_support import add_dealer, make_staff, signed_in_staff
+from tests.portal.portal_support import add_dealer, make_staff, signed_in_staff, staff_login
 
 
 def _member(db: Database, email: str) -> StaffMember | None:
@@ -113,3 +113,45 @@ def test_deactivated_staff_member_is_signed_out(db: Database, settings: Settings
         assert missing_country.status_code == 422 and 'id="country-error"' in missing_country.text
         assert admin.post(f"/portal/staff/{agent_id}/deactivate", data=csrf(admin)).status_code == 200
         assert agent.get("/portal/orders", follow_redirects=False).status_code == 303  # signed out
+
+
+def test_a_new_invitation_is_a_fresh_start(db: Database, settings: Settings, reference: None) -> None:
+    """For a forgotten password, a lost authenticator or a deactivated account: the old password and
+    sessions stop working at once, the new link sets a password, and the first login enrols again."""
+    admin_id, admin_secret = make_staff(
+        db.factory, "admin@se01.example", "dealer_admin", dealer="SE-01", enrolled_with=settings
+    )
+    agent_id, agent_secret = make_staff(
+        db.factory, "agent@se01.example", "dealer_agent", dealer="SE-01", enrolled_with=settings
+    )
+    app = create_app(settings, session_factory=db.factory)
+    with TestClient(app) as admin, TestClient(app) as agent:
+        signed_in_staff(admin, "admin@se01.example", admin_secret)
+        signed_in_staff(agent, "agent@se01.example", agent_secret)
+        assert admin.post(f"/portal/staff/{agent_id}/deactivate", data=csrf(admin)).status_code == 200
+        assert admin.post(f"/portal/staff/{agent_id}/reinvite", data=csrf(admin)).status_code == 200
+        assert (
+            admin.post(f"/portal/staff/{admin_id}/reinvite", data=csrf(admin)).status_code == 403
+        )  # not self
+        assert admin.post(f"/portal/staff/{agent_id}/promote", data=csrf(admin)).status_code == 404
+        member = _member(db, "agent@se01.example")
+        assert member is not None and member.deactivated_at is None and member.totp_confirmed_at is None
+        assert agent.get("/portal/orders", follow_redirects=False).status_code == 303  # signed out
+        assert staff_login(agent, "agent@se01.example").status_code == 401  # the old password is gone
+
+        run_jobs(db.factory, settings, datetime.now(UTC) + timedelta(minutes=1))
+        invite = link_to(db.factory, "agent@se01.example", "/portal/invite/")
+        fresh = "quartz-meadow-lantern-77"
+        chosen = agent.post(
+            invite,
+            data={**csrf(agent), "password": fresh, "password_confirmation": fresh},
+            follow_redirects=False,
+        )
+        assert chosen.status_code == 303
+        signed = staff_login(agent, "agent@se01.example", fresh)
+        assert signed.status_code == 303 and signed.headers["location"].startswith("/portal/login/enrol")
+    with db.factory() as session:
+        kinds = session.scalars(
+            select(AuditEvent.kind).where(AuditEvent.actor == f"staff:{admin_id} admin@se01.example")
+        ).all()
+    assert "staff_reinvited" in kinds

@@ -20,7 +20,7 @@ from onboarding.ops.app import create_app
 from onboarding.portal import imports
 from onboarding.portal.dependencies import staff_signed_in
 from onboarding.portal.models import StaffMember
-from onboarding.portal.pages import ACTION_DONE, REQUEST_DONE
+from onboarding.portal.pages import ACTION_DONE, REQUEST_DONE, STAFF_ACTIONS
 from tests.conftest import NOW, Database
 from tests.helpers import app_routes, csrf
 from tests.portal.portal_support import add_dealer, add_orders, make_staff, signed_in_staff
@@ -114,6 +114,7 @@ ACTION_KINDS = (
     "staff_noted_request",
     "staff_finished_request",
     "staff_deactivated",
+    "staff_reinvited",
     "staff_linked_used_car",
 )
 MISSING = {
@@ -156,7 +157,13 @@ def _actions(path: str) -> list[str]:
     """The actions a POST route with ``{action}`` takes (its page's own table)."""
     if "{action}" not in path:
         return [""]
-    return list(ACTION_DONE if path.startswith("/portal/orders") else REQUEST_DONE)
+    tables = {
+        "/portal/orders/": ACTION_DONE,
+        "/portal/requests/": REQUEST_DONE,
+        "/portal/staff/": STAFF_ACTIONS,
+    }
+    (table,) = [actions for prefix, actions in tables.items() if path.startswith(prefix)]
+    return list(table)
 
 
 @pytest.mark.parametrize("who", sorted(SEES))
@@ -220,21 +227,26 @@ def test_pages_for_some_roles_refuse_the_others(
     """Every route that names its roles answers anyone else 403 (a dealer agent, who has the fewest
     rights, is tried on each), before it reads or changes anything."""
     limited = [(r, roles) for r in _portal_routes(settings, db) if (roles := _required_roles(r)) is not None]
-    assert {r.path for r, _roles in limited} >= {"/portal/staff", "/portal/staff/{staff_id}/deactivate"}
+    assert {r.path for r, _roles in limited} >= {"/portal/staff", "/portal/staff/{staff_id}/{action}"}
     with TestClient(create_app(settings, session_factory=db.factory)) as client:
         signed_in_staff(client, EMAILS["dealer_agent"], tenants["staff"]["dealer_agent"][1])
         for route, roles in limited:
             assert "dealer_agent" not in roles
-            path = _fill(route.path, {"staff_id": str(tenants["staff"]["other_dealer"][0])})
-            for method in sorted(route.methods or ()):
-                if method == "HEAD":
-                    continue
-                answer = client.request(method, path, data=csrf(client) if method == "POST" else None)
-                assert answer.status_code == 403, (method, path)
+            for action in _actions(route.path):
+                path = _fill(
+                    route.path, {"staff_id": str(tenants["staff"]["other_dealer"][0]), "action": action}
+                )
+                for method in sorted(route.methods or ()):
+                    if method == "HEAD":
+                        continue
+                    answer = client.request(method, path, data=csrf(client) if method == "POST" else None)
+                    assert answer.status_code == 403, (method, path)
     with db.factory() as session:
         assert (
             session.scalar(
-                select(func.count()).select_from(AuditEvent).where(AuditEvent.kind == "staff_deactivated")
+                select(func.count())
+                .select_from(AuditEvent)
+                .where(AuditEvent.kind.in_(["staff_deactivated", "staff_reinvited"]))
             )
             == 0
         )
