@@ -31,6 +31,12 @@ TENANT_COLUMNS: dict[type, tuple[InstrumentedAttribute[Any], InstrumentedAttribu
 }
 
 
+def tenant_of(row: object) -> tuple[str | None, str | None]:
+    """The dealer and country of ``row`` (of a table in ``TENANT_COLUMNS``)."""
+    dealer_column, country_column = TENANT_COLUMNS[type(row)]
+    return getattr(row, dealer_column.key), getattr(row, country_column.key)
+
+
 def scoped(staff: StaffMember, statement: S, entity: type) -> S:
     """``statement`` limited to the rows of ``entity`` (a table in ``TENANT_COLUMNS``) that ``staff``
     may see."""

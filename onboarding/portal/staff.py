@@ -27,6 +27,7 @@ from onboarding.identity import audit, two_factor
 from onboarding.identity.accounts import check_new_password, check_password_hash, hash_password
 from onboarding.portal import staff_sessions
 from onboarding.portal.models import DEALER_ROLES, StaffBackupCode, StaffMember, StaffRole
+from onboarding.portal.scope import tenant_of
 from vehicles.models import Dealer
 from vehicles.service import insert_once
 
@@ -52,15 +53,14 @@ def record(
     *,
     now: datetime,
     ip: str | None = None,
-    tenant: tuple[str | None, str | None] | None = None,
+    about: object | None = None,
     **details: object,
 ) -> None:
     """An audit entry naming the staff member (or the command line), with the dealer and country of
-    what it was done to (``tenant``; by default the staff member's own): the portal's audit log shows
-    each tenant its entries."""
-    dealer, country = (
-        tenant if tenant is not None else ((staff.dealer_code, staff.country) if staff else (None, None))
-    )
+    what it was done to (``about``, a row of a table in ``scope.TENANT_COLUMNS``; by default the staff
+    member's own): the portal's audit log shows each tenant its entries."""
+    target = about if about is not None else staff
+    dealer, country = tenant_of(target) if target is not None else (None, None)
     context = audit.StaffContext(staff.id if staff else None, dealer, country)
     audit.record(
         session, kind, now=now, account_id=None, actor=actor_of(staff), ip=ip, staff=context, **details
@@ -144,7 +144,7 @@ def create_staff(
         "staff_created",
         creator,
         now=now,
-        tenant=(dealer_code, country),
+        about=staff,
         staff_id=staff.id,
         role=role,
         dealer=dealer_code,
@@ -238,8 +238,7 @@ def deactivate(session: Session, staff: StaffMember, *, by: StaffMember | None, 
         staff.deactivated_at = now
         staff.invite_token_hash = None
         staff_sessions.end_all(session, staff.id, now=now, reason="deactivated")
-        tenant = (staff.dealer_code, staff.country)
-        record(session, "staff_deactivated", by, now=now, tenant=tenant, staff_id=staff.id)
+        record(session, "staff_deactivated", by, now=now, about=staff, staff_id=staff.id)
 
 
 def reinvite(session: Session, staff: StaffMember, *, by: StaffMember | None, now: datetime) -> str:
@@ -261,8 +260,7 @@ def reinvite(session: Session, staff: StaffMember, *, by: StaffMember | None, no
     staff.invite_expires_at = now + timedelta(hours=INVITE_HOURS)
     session.execute(delete(StaffBackupCode).where(StaffBackupCode.staff_id == staff.id))
     staff_sessions.end_all(session, staff.id, now=now, reason="reinvited")
-    tenant = (staff.dealer_code, staff.country)
-    record(session, "staff_reinvited", by, now=now, tenant=tenant, staff_id=staff.id)
+    record(session, "staff_reinvited", by, now=now, about=staff, staff_id=staff.id)
     return token
 
 

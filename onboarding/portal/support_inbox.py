@@ -121,7 +121,7 @@ def take(session: Session, staff: StaffMember, request: SupportRequest, *, now: 
         "staff_took_request",
         staff,
         now=now,
-        tenant=(request.dealer_code, request.country),
+        about=request,
         request=request.id,
     )
 
@@ -139,7 +139,7 @@ def add_note(
         "staff_noted_request",
         staff,
         now=now,
-        tenant=(request.dealer_code, request.country),
+        about=request,
         request=request.id,
     )
 
@@ -162,7 +162,7 @@ def finish(
         "staff_finished_request",
         staff,
         now=now,
-        tenant=(request.dealer_code, request.country),
+        about=request,
         request=request.id,
     )
     order = session.get(Order, request.order_id) if request.order_id else None
