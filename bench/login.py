@@ -64,11 +64,7 @@ when a login got another answer than a 303 with a session cookie (counts by stat
 from __future__ import annotations
 
 import argparse
-import cProfile
 import logging
-import multiprocessing
-import os
-import pstats
 import resource
 import secrets
 import statistics
@@ -78,16 +74,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
-from benchdb import BenchDb, free_port, fresh_database
-from sqlalchemy import Engine, text
+from benchdb import BenchDb, fresh_database
+from benchserver import AppServer, PostgresBackends, ProcStat, print_profile, split
 
 from onboarding.core.db import transaction
 from onboarding.core.logconfig import configure_logging
@@ -98,7 +92,6 @@ SECRET = "bench-secret-" + "x" * 40
 TARGET = 0.8
 KEYCLOAK_LOGINS_PER_VCPU = 15  # keycloak.org, "Concepts for sizing CPU and memory resources"
 UNLIMITED = "1000000/minute"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -191,121 +184,15 @@ class HashMeter:
             return self.count, self.cpu
 
 
-def _serve(database_url: str, port: int, profile: str | None, conn: Connection) -> None:
-    """Child process: the application under uvicorn on 127.0.0.1:port until told to stop; answers
-    ``hash`` (Argon2id count and CPU so far) and ``stop`` on ``conn``."""
-    import uvicorn
-
-    from onboarding.ops.app import create_app
-
+def hash_replies() -> Callable[[str], object]:
+    """In the server process: the meter, answering "hash" with its totals."""
     meter = HashMeter()
-    base_url = f"http://127.0.0.1:{port}"
-    app = create_app(bench_settings(database_url, base_url))
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-
-    def answer() -> None:
-        with suppress(EOFError, OSError):
-            while conn.recv() == "hash":
-                conn.send(meter.totals())
-        server.should_exit = True
-
-    threading.Thread(target=answer, daemon=True).start()
-    profiles: list[cProfile.Profile] = []
-    if profile:
-        lock = threading.Lock()
-
-        def start_thread_profile(frame: Any, event: str, arg: Any) -> None:
-            # Called once in each new thread (the request threads): swap in a profiler of its own.
-            sys.setprofile(None)
-            profiler = cProfile.Profile(time.thread_time)
-            with lock:
-                profiles.append(profiler)
-            profiler.enable()
-
-        threading.setprofile(start_thread_profile)
-        main_profile = cProfile.Profile(time.thread_time)
-        profiles.append(main_profile)
-        main_profile.enable()
-    conn.send("starting")
-    server.run()
-    if profile:
-        threading.setprofile(None)
-        main_profile.disable()
-        stats = pstats.Stats(profiles[0])
-        for extra in profiles[1:]:
-            stats.add(extra)
-        stats.dump_stats(profile)
+    return lambda _message: meter.totals()
 
 
-@dataclass(frozen=True)
-class ProcStat:
-    """A process's CPU seconds in user and kernel mode and minor page faults (all its threads)."""
-
-    user: float = 0.0
-    system: float = 0.0
-    faults: int = 0
-
-    @property
-    def cpu(self) -> float:
-        return self.user + self.system
-
-    def __sub__(self, other: ProcStat) -> ProcStat:
-        return ProcStat(self.user - other.user, self.system - other.system, self.faults - other.faults)
-
-    def __add__(self, other: ProcStat) -> ProcStat:
-        return ProcStat(self.user + other.user, self.system + other.system, self.faults + other.faults)
-
-
-def process_stat(pid: int) -> ProcStat:
-    """From ``/proc/<pid>/stat``: fields 10 (minflt), 14 (utime) and 15 (stime)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return ProcStat(int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS, int(fields[7]))
-
-
-class Server:
-    def __init__(self, database_url: str, profile: Path | None) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(
-            target=_serve, args=(database_url, self.port, str(profile) if profile else None, child)
-        )
-        self.process.start()
-        assert self.process.pid is not None
-        self.pid = self.process.pid
-        if not self._conn.poll(60) or self._conn.recv() != "starting":
-            raise RuntimeError("the server process did not start")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or not self.process.is_alive():
-                raise RuntimeError("the server did not answer /healthz")
-            time.sleep(0.1)
-
-    def stat(self) -> ProcStat:
-        return process_stat(self.pid)
-
-    def hashing(self) -> tuple[int, float]:
-        """Argon2id verifications so far inside the server, and their thread CPU seconds."""
-        self._conn.send("hash")
-        totals: tuple[int, float] = self._conn.recv()
-        return totals
-
-    def close(self) -> None:
-        """Graceful stop (the profile, if any, is written after uvicorn returns)."""
-        with suppress(OSError):
-            self._conn.send("stop")
-        self.process.join(60)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(10)
+def hashing(server: AppServer) -> tuple[int, float]:
+    """Argon2id verifications so far inside the server, and their thread CPU seconds."""
+    return cast(tuple[int, float], server.ask("hash"))
 
 
 # --- the client ---------------------------------------------------------------------------------------
@@ -383,7 +270,7 @@ def login_worker(
 
 
 def run_logins(
-    server: Server,
+    server: AppServer,
     accounts: Sequence[BenchAccount],
     count: int,
     concurrency: int,
@@ -411,39 +298,18 @@ def run_logins(
             thread.join()
         return run
     db_before = database_cpu() if database_cpu else None
-    hashed_before = server.hashing()
+    hashed_before = hashing(server)
     before, client_cpu, wall = server.stat(), time.process_time(), time.perf_counter()
     for thread in threads:
         thread.join()
     run.wall = time.perf_counter() - wall
     run.server = server.stat() - before
-    hashed_after = server.hashing()
+    hashed_after = hashing(server)
     run.hashes, run.hash_cpu = hashed_after[0] - hashed_before[0], hashed_after[1] - hashed_before[1]
     run.client_cpu = time.process_time() - client_cpu
     if database_cpu and db_before is not None:
         run.database_cpu = database_cpu() - db_before
     return run
-
-
-class PostgresBackends:
-    """CPU of the PostgreSQL backends connected to the bench database (other than this one)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.seen: dict[int, float] = {}
-
-    def __call__(self) -> float:
-        with self.engine.connect() as conn:
-            pids = conn.scalars(
-                text(
-                    "SELECT pid FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            ).all()
-        for pid in pids:
-            with suppress(OSError):
-                self.seen[pid] = process_stat(pid).cpu
-        return sum(self.seen.values())
 
 
 # --- the baseline -----------------------------------------------------------------------------------
@@ -511,7 +377,7 @@ def measure_baseline(accounts: Sequence[BenchAccount], count: int, threads: int)
     return Baseline(single, matched)
 
 
-def request_floor(server: Server, count: int = 200) -> float:
+def request_floor(server: AppServer, count: int = 200) -> float:
     """Server CPU seconds per ``GET /healthz`` on one keep-alive connection: what any request costs
     (uvicorn and h11, the middleware, routing, the thread-pool hop), for the breakdown."""
     with httpx.Client(base_url=server.base_url) as client:
@@ -524,13 +390,6 @@ def request_floor(server: Server, count: int = 200) -> float:
 
 
 # --- main ---------------------------------------------------------------------------------------------
-
-
-def print_profile(path: Path) -> None:
-    print(f"  profile of the server process written to {path}; top functions by own time:")
-    stats = pstats.Stats(str(path))
-    stats.sort_stats("tottime").print_stats(30)
-    stats.sort_stats("cumulative").print_stats(40)
 
 
 @dataclass(frozen=True)
@@ -631,17 +490,6 @@ def report(
     return True
 
 
-def split(items: range, parts: int) -> list[range]:
-    """``items`` in ``parts`` consecutive pieces of (nearly) equal size."""
-    size, extra = divmod(len(items), parts)
-    pieces, start = [], items.start
-    for part in range(parts):
-        end = start + size + (1 if part < extra else 0)
-        pieces.append(range(start, end))
-        start = end
-    return pieces
-
-
 def hashing_threads(args: argparse.Namespace) -> int:
     """How many Argon2id computations the server runs at once at this concurrency."""
     return max(1, min(int(args.concurrency), ARGON2_CONCURRENCY))
@@ -704,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_round = [len(part) for part in split(range(args.logins), args.rounds)]
         baselines = [measure_baseline(accounts, args.verifications, threads)]
         runs: list[LoginRun] = []
-        server = Server(db.url, args.profile)
+        server = AppServer(bench_settings, db.url, args.profile, hash_replies)
         try:
             if args.warmup:
                 warm = run_logins(server, accounts, args.warmup, args.concurrency)
@@ -720,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.close()
         ok = report(args, db.kind, runs, baselines, floor)
     if args.profile and args.profile.exists():
-        print_profile(args.profile)
+        print_profile(args.profile, cumulative=40)
     return 0 if ok else 1
 
 

@@ -60,12 +60,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import cProfile
 import json
 import logging
-import multiprocessing
-import os
-import pstats
 import random
 import statistics
 import sys
@@ -74,16 +70,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import httpx
-from benchdb import BenchDb, free_port, fresh_database
-from login import PostgresBackends, ProcStat, process_stat, split
+from benchdb import BenchDb, fresh_database
+from benchserver import AppServer, PostgresBackends, ProcStat, load_average, print_profile, shares
 from sqlalchemy import Table, insert
 
 from onboarding.core.db import transaction
@@ -247,92 +241,11 @@ def bench_settings(database_url: str, base_url: str) -> Settings:
     return Settings(database_url=database_url, secret_key=SECRET, public_base_url=base_url, _env_file=None)
 
 
-# --- the server (its own process) ---------------------------------------------------------------------
-
-
-def _serve(database_url: str, port: int, profile: str | None, conn: Connection) -> None:
-    """Child process: the application under uvicorn on 127.0.0.1:port until told to stop on ``conn``."""
-    import uvicorn
-
-    from onboarding.ops.app import create_app
-
-    settings = bench_settings(database_url, f"http://127.0.0.1:{port}").model_copy(
+def server_settings(database_url: str, base_url: str) -> Settings:
+    """The server's: no per-operator rate limit, which the bench's few operators would hit."""
+    return bench_settings(database_url, base_url).model_copy(
         update={"rate_limit_ocpi_per_party": PARTY_UNLIMITED}
     )
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-
-    def wait_for_stop() -> None:
-        with suppress(EOFError, OSError):
-            conn.recv()
-        server.should_exit = True
-
-    threading.Thread(target=wait_for_stop, daemon=True).start()
-    profiles: list[cProfile.Profile] = []
-    if profile:
-        lock = threading.Lock()
-
-        def start_thread_profile(frame: Any, event: str, arg: Any) -> None:
-            # Called once in each new thread (the request threads): swap in a profiler of its own.
-            sys.setprofile(None)
-            profiler = cProfile.Profile(time.thread_time)
-            with lock:
-                profiles.append(profiler)
-            profiler.enable()
-
-        threading.setprofile(start_thread_profile)
-        main_profile = cProfile.Profile(time.thread_time)
-        profiles.append(main_profile)
-        main_profile.enable()
-    conn.send("starting")
-    server.run()
-    if profile:
-        threading.setprofile(None)
-        main_profile.disable()
-        stats = pstats.Stats(profiles[0])
-        for extra in profiles[1:]:
-            stats.add(extra)
-        stats.dump_stats(profile)
-
-
-class Server:
-    """The server process, started and stopped by the bench."""
-
-    def __init__(self, database_url: str, profile: Path | None) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(
-            target=_serve, args=(database_url, self.port, str(profile) if profile else None, child)
-        )
-        self.process.start()
-        assert self.process.pid is not None
-        self.pid = self.process.pid
-        if not self._conn.poll(60) or self._conn.recv() != "starting":
-            raise RuntimeError("the server process did not start")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or not self.process.is_alive():
-                raise RuntimeError("the server did not answer /healthz")
-            time.sleep(0.1)
-
-    def stat(self) -> ProcStat:
-        return process_stat(self.pid)
-
-    def close(self) -> None:
-        """Graceful stop (the profile, if any, is written after uvicorn returns)."""
-        with suppress(OSError):
-            self._conn.send("stop")
-        self.process.join(60)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(10)
 
 
 # --- the client ---------------------------------------------------------------------------------------
@@ -404,7 +317,7 @@ class RoundResult:
 
 
 def _timed(
-    server: Server,
+    server: AppServer,
     result: RoundResult,
     threads: Sequence[threading.Thread],
     start: threading.Barrier,
@@ -443,7 +356,7 @@ def _opened(client: httpx.Client, seen: Counter[str], start: threading.Barrier) 
 
 
 def run_round(
-    server: Server,
+    server: AppServer,
     kind: str,
     works: Sequence[Work],
     counts: Sequence[int],
@@ -469,7 +382,7 @@ def run_round(
 
 
 def run_paced(
-    server: Server,
+    server: AppServer,
     works: Sequence[Work],
     rate: float,
     seconds: float,
@@ -523,15 +436,7 @@ def run_paced(
     return _timed(server, result, threads, start, database_cpu)
 
 
-def shares(total: int, parts: int) -> list[int]:
-    return [len(piece) for piece in split(range(total), parts)]
-
-
 # --- main ---------------------------------------------------------------------------------------------
-
-
-def load_average() -> str:
-    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -539,13 +444,6 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), int(-(-fraction * len(ordered) // 1))))
     return 1000 * ordered[rank - 1]
-
-
-def print_profile(path: Path) -> None:
-    print(f"  profile of the server process written to {path}; top functions by own time:")
-    stats = pstats.Stats(str(path))
-    stats.sort_stats("tottime").print_stats(30)
-    stats.sort_stats("cumulative").print_stats(50)
 
 
 def failures_of(results: Sequence[RoundResult]) -> dict[str, int]:
@@ -711,7 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bares: list[RoundResult] = []
         warm: RoundResult | None = None
         paced: RoundResult | None = None
-        server = Server(db.url, args.profile)
+        server = AppServer(server_settings, db.url, args.profile)
         try:
             backends = PostgresBackends(db.engine) if db.kind == "postgresql" else None
             if args.warmup:
