@@ -13,12 +13,11 @@ from sqlalchemy.orm import Session
 from onboarding.activation import invitations, steps
 from onboarding.activation.invitations import LinkView
 from onboarding.activation.models import Invitation
-from onboarding.activation.pages import Csrf, Db, _advance, _context, _language, at_step
+from onboarding.activation.pages import Csrf, Db, _advance, _context, _language, at_step, step_page
 from onboarding.core.clock import utcnow
 from onboarding.core.errors import FieldError
 from onboarding.core.i18n import N_
 from onboarding.identity.models import Account
-from onboarding.web.forms import by_field
 from onboarding.web.rendering import render
 from vehicles.catalogue import ServiceOffer, services_for
 from vehicles.links import vehicle_for_order
@@ -48,17 +47,14 @@ def _services_page(
     errors: list[FieldError] | None = None,
     status: int = 200,
 ) -> Response:
-    return render(
+    return step_page(
         request,
+        view,
+        account,
         "activation/services_step.html",
-        {
-            **_context(request, view),
-            "offers": _offers(view),
-            "errors": by_field(errors or []),
-            "signed_in_as": account.email,
-        },
+        {"offers": _offers(view)},
+        errors=errors,
         status=status,
-        language=_language(view),
     )
 
 

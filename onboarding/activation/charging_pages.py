@@ -12,16 +12,14 @@ from fastapi.responses import RedirectResponse, Response
 from onboarding.activation import invitations, steps
 from onboarding.activation.invitations import LinkView
 from onboarding.activation.models import Invitation
-from onboarding.activation.pages import Csrf, Db, _advance, _context, _language, at_step
+from onboarding.activation.pages import Csrf, Db, _advance, at_step, step_page
 from onboarding.activation.secondary_pages import VehicleAccess, primary_user_of_vehicle
 from onboarding.core.clock import utcnow
 from onboarding.core.errors import FieldError, ValidationFailed
 from onboarding.core.i18n import N_
 from onboarding.identity.models import Account
 from onboarding.web.app_state import settings_of
-from onboarding.web.forms import by_field
 from onboarding.web.problems import error_page
-from onboarding.web.rendering import render
 from vehicles.charging import cards, contracts
 from vehicles.charging.models import ChargingCard, ChargingContract
 from vehicles.links import vehicle_for_order
@@ -48,14 +46,13 @@ def _charging_page(
     assert view.order is not None
     vehicle = vehicle_for_order(session, view.order, now=utcnow())
     context: dict[str, Any] = {
-        **_context(request, view),
         # Booking needs the car linked to the ID as its primary user (the VIN may still be missing).
         "can_book": contracts.may_book(session, vehicle, account.id),
         "delivery_days": settings_of(request).charging_card_delivery_days,
-        "errors": by_field(errors or []),
-        "signed_in_as": account.email,
     }
-    return render(request, "activation/charging_step.html", context, status=status, language=_language(view))
+    return step_page(
+        request, view, account, "activation/charging_step.html", context, errors=errors, status=status
+    )
 
 
 @router.get("/activate/charging")

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from onboarding.activation import invitations, steps
 from onboarding.activation.invitations import LinkView
 from onboarding.activation.models import Invitation
-from onboarding.activation.pages import _advance, _context, _language, at_step
+from onboarding.activation.pages import _advance, at_step, step_page
 from onboarding.core.clock import utcnow
 from onboarding.core.errors import FieldError, ValidationFailed
 from onboarding.core.fields import KNOWN_COUNTRIES
@@ -25,7 +25,7 @@ from onboarding.identity.accounts import MARKETING_EMAIL, MARKETING_SMS
 from onboarding.identity.dependencies import signed_in
 from onboarding.identity.models import Account, BillingAddress
 from onboarding.web.app_state import settings_of
-from onboarding.web.forms import by_field, csrf_protect
+from onboarding.web.forms import csrf_protect
 from onboarding.web.rendering import render
 from onboarding.web.transactions import db_session
 from vehicles.models import Dealer
@@ -78,20 +78,19 @@ def _terms_page(
         "marketing_email": consents.live(session, account.id, MARKETING_EMAIL) is not None,
         "marketing_sms": consents.live(session, account.id, MARKETING_SMS) is not None,
     }
-    return render(
+    return step_page(
         request,
+        view,
+        account,
         "activation/terms.html",
         {
-            **_context(request, view),
             "terms_version": settings.terms_version,
             "privacy_version": settings.privacy_version,
             "partners": _partners(session, view.order.country),
             "values": {**defaults, **(values or {})},
-            "errors": by_field(errors or []),
-            "signed_in_as": account.email,
         },
+        errors=errors,
         status=status,
-        language=_language(view),
     )
 
 
@@ -173,18 +172,14 @@ def _billing_page(
     errors: list[FieldError] | None = None,
     status: int = 200,
 ) -> Response:
-    return render(
+    return step_page(
         request,
+        view,
+        account,
         "activation/billing.html",
-        {
-            **_context(request, view),
-            "values": values,
-            "errors": by_field(errors or []),
-            "countries": sorted(KNOWN_COUNTRIES),
-            "signed_in_as": account.email,
-        },
+        {"values": values, "countries": sorted(KNOWN_COUNTRIES)},
+        errors=errors,
         status=status,
-        language=_language(view),
     )
 
 
@@ -256,17 +251,14 @@ def _data_pass_page(
     errors: list[FieldError] | None = None,
     status: int = 200,
 ) -> Response:
-    return render(
+    return step_page(
         request,
+        view,
+        account,
         "activation/data_pass.html",
-        {
-            **_context(request, view),
-            "provider": _provider(settings_of(request), view),
-            "errors": by_field(errors or []),
-            "signed_in_as": account.email,
-        },
+        {"provider": _provider(settings_of(request), view)},
+        errors=errors,
         status=status,
-        language=_language(view),
     )
 
 

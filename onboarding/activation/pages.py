@@ -60,6 +60,32 @@ def _language(view: LinkView) -> str | None:
     return view.invitation.language if view.invitation else None
 
 
+def step_page(
+    request: Request,
+    view: LinkView,
+    account: Account,
+    template: str,
+    context: dict[str, Any] | None = None,
+    *,
+    errors: list[FieldError] | None = None,
+    status: int = 200,
+) -> Response:
+    """A step of the activation for the signed-in ``account``: the link's context, the step's own
+    ``context``, the field errors, in the invitation's language."""
+    return render(
+        request,
+        template,
+        {
+            **_context(request, view),
+            "errors": by_field(errors or []),
+            "signed_in_as": account.email,
+            **(context or {}),
+        },
+        status=status,
+        language=_language(view),
+    )
+
+
 def _link_problem(request: Request, view: LinkView, token: str) -> Response:
     return render(
         request,
@@ -303,18 +329,14 @@ def _phone_page(
     state = sms_codes.state(
         session, settings_of(request), account.id, sms_codes.PHONE, _number_to_verify(view), now=utcnow()
     )
-    return render(
+    return step_page(
         request,
+        view,
+        account,
         "activation/phone_step.html",
-        {
-            **_context(request, view),
-            "sms": state,
-            "errors": by_field(errors or []),
-            "message": message,
-            "signed_in_as": account.email,
-        },
+        {"sms": state, "message": message},
+        errors=errors,
         status=status,
-        language=_language(view),
     )
 
 
@@ -420,17 +442,8 @@ def _pin_page(
     errors: list[FieldError] | None = None,
     status: int = 200,
 ) -> Response:
-    return render(
-        request,
-        "identity/pin.html",
-        {
-            **_context(request, view),
-            "errors": by_field(errors or []),
-            "action": "/activate/pin",
-            "signed_in_as": account.email,
-        },
-        status=status,
-        language=_language(view),
+    return step_page(
+        request, view, account, "identity/pin.html", {"action": "/activate/pin"}, errors=errors, status=status
     )
 
 
