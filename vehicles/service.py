@@ -54,7 +54,13 @@ CSV_COLUMNS = (
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 
 
-_ORDER_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
+_ORDER_NUMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
+
+
+def is_order_number(text: str) -> bool:
+    """Whether ``text`` could be an order number (what ``validate_order`` accepts): a lookup of
+    anything else finds nothing, and is not sent to the database (PostgreSQL refuses a NUL)."""
+    return _ORDER_NUMBER.fullmatch(text) is not None
 
 
 def check_code(value: str, name: str) -> list[FieldError]:
@@ -253,7 +259,7 @@ def validate_order(
     unparsed = {e.field.partition(".")[0] for e in parsing_errors}
     if (unsafe := check_text("order_number", order_number)) is not None:
         errors.append(unsafe)  # NUL, controls, lone surrogates: the same answer as every text field
-    elif not _ORDER_NUMBER.match(order_number):
+    elif not is_order_number(order_number):
         errors.append(FieldError("order_number", "Use 1-64 letters, digits, '.', '_', '/' or '-'."))
     country = "" if "country" in unparsed else clean_country(data.country, "country", errors)
     dealer_country: str | None = None

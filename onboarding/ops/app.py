@@ -40,6 +40,7 @@ from onboarding.web.admission import admission_for
 from onboarding.web.problems import EXCEPTION_HANDLERS, openapi_with_problems
 from onboarding.web.request_context import RequestContext
 from onboarding.web.transactions import AdmitApiRequests
+from onboarding.web.url_rules import UrlTextRules
 from vehicles.charging import ocpi_push, ocpi_routes
 from vehicles.incar import pages as incar_pages
 from vehicles.incar import routes as incar_routes
@@ -163,6 +164,7 @@ def create_app(
         app.add_exception_handler(exc_type, handler)
 
     # Correlation ids, the body size limit (413), and a 500 problem for an unexpected error.
+    app.add_middleware(UrlTextRules)  # a query parameter the text rule refuses: 422, or a page without it
     app.add_middleware(AdmitApiRequests)  # API requests queue here, inside the two below
     app.add_middleware(
         RequestContext,

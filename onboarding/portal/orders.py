@@ -25,6 +25,7 @@ from onboarding.identity.models import AuditEvent
 from onboarding.portal.models import StaffMember
 from onboarding.portal.scope import scoped
 from vehicles.models import Order, OrderEvent, ProductionStatus
+from vehicles.service import is_order_number
 
 PAGE_SIZE = 50
 SEARCH_MAX = 100
@@ -230,7 +231,7 @@ def shown_stage(stored: str, invite_after: date | None, today: date) -> str:
 
 def order_in_scope(session: Session, staff: StaffMember, order_number: str) -> Order | None:
     """The order with this number if ``staff`` may see it; None otherwise (as if it did not exist)."""
-    if not order_number or len(order_number) > 64:
+    if not is_order_number(order_number):
         return None
     return session.scalar(scoped(staff, select(Order).where(Order.order_number == order_number), Order))
 

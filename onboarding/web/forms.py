@@ -48,7 +48,7 @@ async def csrf_protect(request: Request) -> None:
 
 
 # Form fields that are free text over several lines (textareas), where line breaks and tabs belong.
-MULTILINE_FIELDS = frozenset({"message"})
+MULTILINE_FIELDS = frozenset({"message", "note"})
 
 
 def _origin(url: str) -> str:

@@ -88,13 +88,13 @@ def _reason_phrase(status: int) -> str:
 MACHINE_PATHS = ("/api/", "/incar/", "/oauth/", "/.well-known/")
 
 
-def _machine_path(path: str) -> bool:
+def machine_path(path: str) -> bool:
     return path.startswith(MACHINE_PATHS)
 
 
 def _service_unavailable(request: Request, retry_after_seconds: int, detail: str = _BUSY) -> Response:
     response: Response
-    if _machine_path(request.url.path):
+    if machine_path(request.url.path):
         response = problem(503, "Service unavailable", detail)
     else:
         response = error_page(request, 503, detail)
@@ -161,7 +161,7 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 
 def _request_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    if not _machine_path(request.url.path):
+    if not machine_path(request.url.path):
         # A page's form that does not fit its fields (a value longer than any field takes): a page.
         return error_page(request, 422)
     errors = exc.errors()
@@ -255,7 +255,7 @@ def _forbidden(request: Request, exc: Exception) -> Response:
 def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     response: Response
-    if _machine_path(request.url.path):
+    if machine_path(request.url.path):
         response = problem(exc.status_code, str(exc.detail))
     else:
         detail = exc.detail if isinstance(exc.detail, str) else None

@@ -5,6 +5,7 @@ never a 500. A new route or parameter is tried without being listed here."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi.dependencies.models import Dependant
@@ -34,6 +35,8 @@ HOSTILE = [
     "../../etc/passwd",
     "'; DROP TABLE orders; --",
     "%00",
+    "a\x00b",  # PostgreSQL refuses a NUL in any text it is sent
+    "\x1b[31m\u202e",  # controls, a right-to-left override
     "Ωmega ünïcödé 漢字 😀",
     "x" * 5000,
     "[]",
@@ -106,7 +109,7 @@ def test_no_portal_input_gives_a_server_error(db: Database, settings: Settings, 
                 for name in [*path_names, *query, *body]:
                     for value in HOSTILE:
                         keys = {**real, name: value} if name in path_names else real
-                        path = route.path.format(**{p: keys[p] or "_" for p in path_names})
+                        path = route.path.format(**{p: quote(keys[p], safe="") or "_" for p in path_names})
                         params = {name: value} if name in query else {}
                         data = {**csrf(client), **({name: value} if name in body else {})}
                         if name == "file":

@@ -55,8 +55,9 @@ def test_a_request_is_taken_noted_and_done(
     )
     empty = staff.post(f"/portal/requests/{ids[1]}/note", data={**csrf(staff), "note": "  "})
     assert empty.status_code == 422 and 'id="note-error"' in empty.text
-    noted = staff.post(f"/portal/requests/{ids[1]}/note", data={**csrf(staff), "note": "Called the buyer."})
-    assert noted.status_code == 200 and "Called the buyer." in noted.text
+    note = "Called the buyer.\r\nThe number ends in 67, not 76."  # a textarea's lines
+    noted = staff.post(f"/portal/requests/{ids[1]}/note", data={**csrf(staff), "note": note})
+    assert noted.status_code == 200 and "Called the buyer." in noted.text and "not 76." in noted.text
     done = staff.post(f"/portal/requests/{ids[1]}/done", data=csrf(staff))
     assert done.status_code == 200 and 'data-status="done"' in done.text
     again = staff.post(f"/portal/requests/{ids[1]}/done", data=csrf(staff))

@@ -4,8 +4,10 @@ malformed JSON get the same field-named answer on SQLite and PostgreSQL, never a
 from __future__ import annotations
 
 import json
+import re
 import socket
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from sqlalchemy import func, select
 from onboarding.core.clock import utcnow
 from onboarding.core.settings import Settings
 from onboarding.core.text_rules import check_texts, unsafe_character
+from onboarding.web.forms import MULTILINE_FIELDS
 from tests.browser_support import live_server
 from tests.conftest import Database
 from tests.helpers import csrf, order_payload
@@ -153,6 +156,31 @@ def test_a_form_field_with_a_forbidden_character_answers_the_page_422_naming_it(
         assert response.status_code == 422, (value, response.status_code, response.text[:300])
         assert "text/html" in response.headers["content-type"]
         assert "&#39;email&#39;" in response.text or "'email'" in response.text
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("q=a%00b", "q"), ("who=%1B%5B31m", "who"), ("x%00=1", "query_string"), ("lang=sv%E2%80%AE", "lang")],
+)
+def test_a_query_parameter_with_a_forbidden_character_is_refused_422(
+    db: Database, client: TestClient, api_headers: dict[str, str], query: str, field: str
+) -> None:
+    """Every route: the URL's text is checked before the route runs (PostgreSQL would refuse a NUL in
+    a search: a 500). The API names the parameter; a page is shown as if it had not been given."""
+    _unsafe_field(client.get(f"/api/v1/orders/SO-1?{query}", headers=api_headers), field)
+    page = client.get(f"/password/forgot?email=a%40example.com&{query}")
+    assert page.status_code == 200 and "a@example.com" in page.text  # the clean parameter is kept
+
+
+def test_every_textarea_takes_line_breaks() -> None:
+    """A textarea's field is free text over lines: the form check must let its line breaks through."""
+    templates = Path(__file__).resolve().parents[2]
+    names = {
+        name
+        for path in templates.glob("*/**/templates/**/*.html")
+        for name in re.findall(r'<textarea[^>]*\bname="([^"]+)"', path.read_text())
+    }
+    assert names and names <= MULTILINE_FIELDS, names - MULTILINE_FIELDS
 
 
 def test_a_form_token_that_is_not_ascii_is_refused_not_a_500(db: Database, client: TestClient) -> None:
