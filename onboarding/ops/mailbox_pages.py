@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -55,7 +55,11 @@ def sms_outbox(request: Request, session: Db, to: str = "") -> Response:
 
 
 @router.get("/mailbox/{message_id}", dependencies=[Depends(_enabled)])
-def message(message_id: int, request: Request, session: Db) -> Response:
+def message(
+    message_id: Annotated[int, Path(ge=1, le=2**31 - 1)],  # a row id: larger is none (and no overflow)
+    request: Request,
+    session: Db,
+) -> Response:
     found = session.get(DevMailboxMessage, message_id)
     if found is None:
         raise HTTPException(404, "No such message")

@@ -5,10 +5,8 @@ never a 500. A new route or parameter is tried without being listed here."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 import pytest
-from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -20,27 +18,11 @@ from onboarding.ops.app import create_app
 from onboarding.portal import imports
 from onboarding.portal.models import StaffMember
 from tests.conftest import NOW, Database
-from tests.helpers import app_routes, csrf
+from tests.helpers import app_routes
 from tests.portal.portal_support import add_orders, make_staff, signed_in_staff
+from tests.route_inputs import server_errors
 from vehicles.models import Dealer, Order
 
-HOSTILE = [
-    "",
-    " ",
-    "0",
-    "-1",
-    "9" * 30,
-    "2026-02-30",
-    "10000-01-01",
-    "../../etc/passwd",
-    "'; DROP TABLE orders; --",
-    "%00",
-    "a\x00b",  # PostgreSQL refuses a NUL in any text it is sent
-    "\x1b[31m\u202e",  # controls, a right-to-left override
-    "Ωmega ünïcödé 漢字 😀",
-    "x" * 5000,
-    "[]",
-]
 # Parameters the order list and the audit log read from the query string themselves.
 UNDECLARED_QUERY = {
     "/portal/orders": ["q", "stage", "status", "dealer", "country", "delivery_from", "delivery_to", "after"],
@@ -48,16 +30,6 @@ UNDECLARED_QUERY = {
 }
 # Read by the client's own flow, not worth a thousand requests each.
 SKIP = {"/portal/logout"}
-
-
-def _parameters(dependant: Dependant) -> tuple[list[str], list[str]]:
-    query = [p.alias for p in dependant.query_params]
-    body = [p.alias for p in dependant.body_params]
-    for sub in dependant.dependencies:
-        more_query, more_body = _parameters(sub)
-        query += more_query
-        body += more_body
-    return query, body
 
 
 def _routes(app: Any) -> list[APIRoute]:
@@ -100,31 +72,12 @@ def test_no_portal_input_gives_a_server_error(db: Database, settings: Settings, 
     with TestClient(app, raise_server_exceptions=False) as client:
         signed_in_staff(client, "root@brand.example", secret)
         for route in _routes(app):
-            query, body = _parameters(route.dependant)
-            query += UNDECLARED_QUERY.get(route.path, [])
-            path_names = [p.alias for p in route.dependant.path_params]
             real = {**rows, "action": next((a for p, a in ACTIONS.items() if route.path.startswith(p)), "")}
-            for method in sorted((route.methods or set()) - {"HEAD"}):
-                # Each parameter hostile in turn, the others as a real request would send them.
-                for name in [*path_names, *query, *body]:
-                    for value in HOSTILE:
-                        keys = {**real, name: value} if name in path_names else real
-                        path = route.path.format(**{p: quote(keys[p], safe="") or "_" for p in path_names})
-                        params = {name: value} if name in query else {}
-                        data = {**csrf(client), **({name: value} if name in body else {})}
-                        if name == "file":
-                            answer = client.post(
-                                path, data=csrf(client), files={"file": ("x.csv", value.encode())}
-                            )
-                        elif method == "GET":
-                            answer = client.get(path, params=params, follow_redirects=False)
-                        else:
-                            answer = client.request(
-                                method, path, params=params, data=data, follow_redirects=False
-                            )
-                        tried += 1
-                        if answer.status_code >= 500:
-                            failures.append((method, route.path, name, answer.status_code))
+            sent, failed = server_errors(
+                client, route, real, extra_query=UNDECLARED_QUERY.get(route.path, [])
+            )
+            tried += sent
+            failures += failed
             if not route.path.startswith(SIGNING_IN):  # still signed in: the next route is tried for real
                 assert client.get("/portal/orders", follow_redirects=False).status_code == 200, route.path
     assert tried > 500 and failures == [], failures
