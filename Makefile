@@ -30,7 +30,7 @@ lint: $(BIN)/onboarding
 
 # SQLite always; PostgreSQL too when ONBOARDING_TEST_DATABASE_URL is set; browser tests when Chromium is there.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 bench: $(BIN)/onboarding
 	$(BIN)/python bench/invitations.py
