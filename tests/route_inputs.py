@@ -30,6 +30,7 @@ HOSTILE = [
     "Ωmega ünïcödé 漢字 😀",
     "x" * 5000,
     "[]",
+    "²",  # a digit to str.isdigit, not to int(): ValueError
 ]
 
 

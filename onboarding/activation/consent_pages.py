@@ -355,7 +355,7 @@ def withdraw_consent(
     """Withdraw one of the ID's revocable consents; the record stays, with its withdrawal time."""
     record = (
         consents.withdraw_record(session, me.account.id, int(consent), now=utcnow())
-        if consent.isdigit() and len(consent) < 19
+        if consent.isascii() and consent.isdigit() and len(consent) < 19
         else None
     )
     if record is None:

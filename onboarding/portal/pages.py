@@ -375,7 +375,9 @@ def orders_page(request: Request, session: Db, staff: Staff) -> Response:
         errors = by_field(exc.errors)
         filters = orders.OrderFilters()
     after_text = params.get("after", "")
-    after = int(after_text) if after_text.isdigit() and len(after_text) <= 12 else None
+    after = (
+        int(after_text) if after_text.isascii() and after_text.isdigit() and len(after_text) <= 12 else None
+    )
     page = orders.list_orders(session, staff, filters, after=after, today=utcnow().date())
     next_url = None
     if page.next_after is not None:
@@ -507,7 +509,7 @@ REQUEST_DONE = {
 
 
 def _request_id(text: str) -> int | None:
-    return int(text) if text.isdigit() and len(text) <= 12 else None
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else None
 
 
 @router.get("/portal/requests")
@@ -708,7 +710,7 @@ def manage_staff(request: Request, staff_id: str, action: str, session: Db, staf
     authenticator set again; a deactivated member is active again)."""
     target = (
         session.scalar(scoped(staff, select(StaffMember).where(StaffMember.id == int(staff_id)), StaffMember))
-        if staff_id.isdigit() and len(staff_id) <= 12 and action in STAFF_ACTIONS
+        if staff_id.isascii() and staff_id.isdigit() and len(staff_id) <= 12 and action in STAFF_ACTIONS
         else None
     )
     if target is None:
@@ -761,7 +763,9 @@ def audit_page(request: Request, session: Db, staff: Staff) -> Response:
         errors = by_field(exc.errors)
         filters = audit_log.AuditFilters()
     after_text = params.get("after", "")
-    after = int(after_text) if after_text.isdigit() and len(after_text) <= 12 else None
+    after = (
+        int(after_text) if after_text.isascii() and after_text.isdigit() and len(after_text) <= 12 else None
+    )
     rows, next_after = audit_log.entries(session, staff, filters, after=after)
     next_url = None
     if next_after is not None:
@@ -816,7 +820,7 @@ def upload_import(request: Request, session: Db, staff: Staff, file: UploadFile 
 
 
 def _job(session: Session, staff: StaffMember, import_id: str) -> PortalImport | None:
-    if not import_id.isdigit() or len(import_id) > 12:
+    if not (import_id.isascii() and import_id.isdigit()) or len(import_id) > 12:
         return None
     return imports.import_in_scope(session, staff, int(import_id))
 

@@ -77,7 +77,7 @@ def _problem_body(status: int, title: str, detail: str, correlation_id: str) -> 
 
 def _declared_length(scope: Scope) -> int | None:
     value = Headers(scope=scope).get("content-length", "")
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 class RequestContext:

@@ -324,7 +324,7 @@ def cursor_text(last: tuple[datetime, int]) -> str:
 
 def parse_cursor(text: str) -> tuple[datetime, int]:
     at, _, card_id = text.partition("_")
-    if not card_id.isdigit() or len(card_id) > 12:
+    if not (card_id.isascii() and card_id.isdigit()) or len(card_id) > 12:
         raise ValueError("after: a cursor from a Link header")
     return parse_ocpi_datetime(at), int(card_id)
 

@@ -133,7 +133,7 @@ def _int_parameter(request: Request, name: str, default: int) -> int:
     text = request.query_params.get(name)
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 9:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
         raise ValueError(f"{name}: a non-negative integer")
     return int(text)
 
